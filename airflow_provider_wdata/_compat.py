@@ -1,0 +1,65 @@
+"""Every import that differs between Airflow 2.11 and 3.x, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow import __version__ as AIRFLOW_VERSION
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+from packaging.version import Version
+
+_AIRFLOW = Version(Version(AIRFLOW_VERSION).base_version)
+AIRFLOW_V_3_0_PLUS = Version("3.0.0") <= _AIRFLOW
+AIRFLOW_V_3_1_PLUS = Version("3.1.0") <= _AIRFLOW
+
+if AIRFLOW_V_3_0_PLUS:
+    from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, Connection, PokeReturnValue
+    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+else:
+    from airflow.exceptions import AirflowException, AirflowSkipException  # type: ignore
+    from airflow.hooks.base import BaseHook  # type: ignore
+    from airflow.models import BaseOperator  # type: ignore
+    from airflow.models.connection import Connection  # type: ignore
+    from airflow.sensors.base import BaseSensorOperator, PokeReturnValue  # type: ignore
+
+if AIRFLOW_V_3_1_PLUS:
+    from airflow.sdk.configuration import conf
+else:
+    from airflow.configuration import conf  # type: ignore
+
+if AIRFLOW_V_3_0_PLUS:
+    from airflow.sdk import Context
+else:
+    from airflow.utils.context import Context  # type: ignore
+
+__all__ = [
+    "AIRFLOW_VERSION",
+    "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_1_PLUS",
+    "AirflowException",
+    "AirflowSkipException",
+    "BaseHook",
+    "BaseOperator",
+    "BaseSensorOperator",
+    "BaseTrigger",
+    "Connection",
+    "Context",
+    "PokeReturnValue",
+    "TriggerEvent",
+    "aget_connection",
+    "default_deferrable",
+]
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable``, read when an operator is built."""
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+async def aget_connection(conn_id: str) -> Any:
+    """Read an Airflow connection without blocking the event loop."""
+    if AIRFLOW_V_3_1_PLUS:
+        return await BaseHook.aget_connection(conn_id)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(BaseHook.get_connection)(conn_id)

@@ -1,0 +1,191 @@
+"""Turn an Airflow connection of type ``wdata`` into a checked :class:`WdataConfig`. Pure: no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_wdata.connection_form import REGIONS
+from airflow_provider_wdata.exceptions import WdataConfigError
+
+API_BASE_URLS = {
+    "us": "https://h.app.wdesk.com/s/wdata/prep",
+    "eu": "https://h.eu.wdesk.com/s/wdata/prep",
+    "apac": "https://h.apac.wdesk.com/s/wdata/prep",
+}
+TOKEN_URLS = {
+    "us": "https://api.app.wdesk.com/iam/v1/oauth2/token",
+    "eu": "https://api.eu.wdesk.com/iam/v1/oauth2/token",
+    "apac": "https://api.apac.wdesk.com/iam/v1/oauth2/token",
+}
+TOKEN_PATH = "/iam/v1/oauth2/token"
+DEFAULT_TIMEOUT = 30.0
+MAX_WORKSPACE_ID_LENGTH = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class WdataConfig:
+    """Everything a call needs from the connection. The secret never shows in the repr."""
+
+    conn_id: str
+    client_id: str
+    client_secret: str = dataclasses.field(repr=False)
+    base_url: str
+    token_url: str
+    scope: str | None = None
+    workspace_id: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    #: True, False, or the path of a CA bundle.
+    verify: bool | str = True
+
+    @property
+    def token_key(self) -> tuple[str, str, str, str]:
+        """Identifies one credential in the token cache; a changed secret is a different credential."""
+        digest = hashlib.sha256(self.client_secret.encode()).hexdigest()
+        return (self.token_url, self.client_id, self.scope or "", digest)
+
+
+def _extra(extras: Mapping[str, Any], name: str) -> Any:
+    """Bare extra keys win over the older ``extra__wdata__<name>`` form; empty strings count as unset."""
+    for key in (name, f"extra__wdata__{name}"):
+        value = extras.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _as_bool(value: Any, *, conn_id: str, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise WdataConfigError(f"Connection {conn_id!r}: extra {field!r} must be true or false, not {value!r}.")
+
+
+def _checked_url(url: str, *, conn_id: str, field: str, allow_http: bool) -> str:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise WdataConfigError(f"Connection {conn_id!r}: {field} {url!r} is not a valid URL ({exc}).") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WdataConfigError(
+            f"Connection {conn_id!r}: {field} {url!r} is not a valid URL; expected https://host[:port][/path]."
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise WdataConfigError(
+            f"Connection {conn_id!r}: {field} must not hold a query, fragment or credentials; "
+            "put the client id and secret in login and password."
+        )
+    if parts.scheme == "http" and not (allow_http or _is_loopback(parts.hostname)):
+        raise WdataConfigError(
+            f"Connection {conn_id!r}: {field} {url!r} uses plain http, which would send credentials "
+            "unencrypted. Use https, or set extra allow_insecure_http to true for a trusted network."
+        )
+    return url.rstrip("/")
+
+
+def build_config(
+    conn_id: str,
+    *,
+    login: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    extras: Mapping[str, Any],
+    timeout: float | None = None,
+) -> WdataConfig:
+    """Check the connection fields and build the config, or raise naming the field to fix."""
+    if not login:
+        raise WdataConfigError(
+            f"Connection {conn_id!r} has no client id: set its login to the OAuth2 client id of the API grant."
+        )
+    if not password:
+        raise WdataConfigError(
+            f"Connection {conn_id!r} has no client secret: set its password to the OAuth2 client secret."
+        )
+    allow_http = _as_bool(_extra(extras, "allow_insecure_http") or False, conn_id=conn_id, field="allow_insecure_http")
+    region = str(_extra(extras, "region") or "us").strip().lower()
+    if region not in REGIONS:
+        raise WdataConfigError(
+            f"Connection {conn_id!r}: unknown region {region!r} in extra 'region'; "
+            f"use one of {', '.join(REGIONS)}, or set host to the API base URL."
+        )
+
+    if host:
+        base = host.strip() if "://" in host else f"https://{host.strip()}"
+        if port:
+            parts = urlsplit(base)
+            base = parts._replace(netloc=f"{parts.hostname}:{port}").geturl()
+        base_url = _checked_url(base, conn_id=conn_id, field="host", allow_http=allow_http)
+    else:
+        base_url = API_BASE_URLS[region]
+
+    token_url = _extra(extras, "token_url")
+    if token_url:
+        token_url = _checked_url(str(token_url), conn_id=conn_id, field="token_url", allow_http=allow_http)
+    elif host:
+        origin = urlsplit(base_url)
+        token_url = f"{origin.scheme}://{origin.netloc}{TOKEN_PATH}"
+    else:
+        token_url = TOKEN_URLS[region]
+
+    raw_timeout = timeout if timeout is not None else _extra(extras, "timeout")
+    try:
+        timeout_s = float(raw_timeout) if raw_timeout is not None else DEFAULT_TIMEOUT
+    except (TypeError, ValueError):
+        timeout_s = -1.0
+    if not timeout_s > 0:
+        raise WdataConfigError(f"Connection {conn_id!r}: timeout {raw_timeout!r} is not a positive number of seconds.")
+
+    verify_raw = _extra(extras, "verify")
+    verify: bool | str = True
+    if verify_raw is not None:
+        text = str(verify_raw).strip()
+        looks_boolean = isinstance(verify_raw, bool) or text.lower() in (
+            "true",
+            "false",
+            "1",
+            "0",
+            "yes",
+            "no",
+        )
+        verify = _as_bool(verify_raw, conn_id=conn_id, field="verify") if looks_boolean else text
+
+    workspace_id = _extra(extras, "workspace_id")
+    if workspace_id is not None:
+        workspace_id = str(workspace_id).strip()
+        if len(workspace_id) > MAX_WORKSPACE_ID_LENGTH:
+            raise WdataConfigError(
+                f"Connection {conn_id!r}: workspace_id is {len(workspace_id)} characters long; "
+                f"the service accepts at most {MAX_WORKSPACE_ID_LENGTH}."
+            )
+
+    scope = _extra(extras, "scope")
+    return WdataConfig(
+        conn_id=conn_id,
+        client_id=str(login),
+        client_secret=str(password),
+        base_url=base_url,
+        token_url=token_url,
+        scope=str(scope) if scope else None,
+        workspace_id=workspace_id or None,
+        timeout=timeout_s,
+        verify=verify,
+    )

@@ -1,0 +1,191 @@
+"""The one place that decides how a refresh stands. Pure: no I/O, no clock, no logging.
+
+Poke mode, the triggers and the operators all call :func:`decide`; nothing else interprets statuses.
+
+A *run* (a batch itself, one child of a batch, or a single connection refresh) has two statuses,
+``sourceStatus`` and ``destinationStatus``, each one of ``not_started``, ``running``, ``complete``, ``error``,
+``cancelled`` (compared case-insensitively), and an ``error`` text. A run:
+
+- FAILED when either status is ``error``, or when both are terminal and the error text is not empty;
+- CANCELLED when either status is ``cancelled``;
+- COMPLETE when both are ``complete``;
+- otherwise still IN_PROGRESS (a status outside the five counts as in progress and is reported back in
+  ``Decision.unknown_statuses`` so the caller can warn once).
+
+The whole refresh (the run and its children):
+
+- SUCCESS when the run is COMPLETE and every child is COMPLETE (CANCELLED children are accepted too with
+  ``tolerate_cancelled``); a run with no children needs only itself COMPLETE;
+- FAILED when the run FAILED or was CANCELLED; once the run and all children are terminal and some child
+  failed (CANCELLED counts as failed unless ``tolerate_cancelled``); with ``fail_fast``, as soon as any child
+  failed;
+- RUNNING otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_provider_wdata.models import ConnectionRun, RefreshBatch
+
+KNOWN_STATUSES = frozenset({"not_started", "running", "complete", "error", "cancelled"})
+_TERMINAL_STATUSES = frozenset({"complete", "error", "cancelled"})
+
+#: Longest error text quoted per failed run, and most failed runs listed, in messages and logs.
+MAX_ERROR_CHARS = 500
+MAX_LISTED_FAILURES = 20
+
+
+class RunState(str, enum.Enum):
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not RunState.IN_PROGRESS
+
+
+class Outcome(str, enum.Enum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedRun:
+    """A run that failed or was cancelled, as people need to see it."""
+
+    connection_id: str | None
+    job_id: str | None
+    source_status: str | None
+    destination_status: str | None
+    error: str | None
+    state: RunState
+
+    def describe(self) -> str:
+        error = _trim(self.error, MAX_ERROR_CHARS) if self.error else "no error text"
+        return (
+            f"connection {self.connection_id or '?'} (job {self.job_id or '?'}) {self.state.value}: "
+            f"source={self.source_status}, destination={self.destination_status}: {error}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "state": self.state.value}
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    #: One line for people: what stands, with the statuses.
+    summary: str
+    #: The runs that failed or were cancelled (children; or the run itself when it has no children).
+    failed: tuple[FailedRun, ...] = ()
+    #: Status values outside the documented five, seen in this read.
+    unknown_statuses: frozenset[str] = frozenset()
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not Outcome.RUNNING
+
+    def failure_report(self) -> str:
+        """The summary followed by one line per failed run, trimmed to a sane length."""
+        lines = [self.summary]
+        lines += [f"  - {run.describe()}" for run in self.failed[:MAX_LISTED_FAILURES]]
+        if len(self.failed) > MAX_LISTED_FAILURES:
+            lines.append(f"  ... and {len(self.failed) - MAX_LISTED_FAILURES} more")
+        return "\n".join(lines)
+
+
+def _norm(status: str | None) -> str:
+    return (status or "").strip().lower()
+
+
+def run_state(source_status: str | None, destination_status: str | None, error: str | None) -> RunState:
+    """The state of one run from its two statuses and its error text."""
+    statuses = (_norm(source_status), _norm(destination_status))
+    if "error" in statuses:
+        return RunState.FAILED
+    if all(s in _TERMINAL_STATUSES for s in statuses) and (error or "").strip():
+        return RunState.FAILED
+    if "cancelled" in statuses:
+        return RunState.CANCELLED
+    if statuses == ("complete", "complete"):
+        return RunState.COMPLETE
+    return RunState.IN_PROGRESS
+
+
+def _state_of(run: ConnectionRun | RefreshBatch) -> RunState:
+    return run_state(run.source_status, run.destination_status, run.error)
+
+
+def _failed_run(run: ConnectionRun | RefreshBatch, state: RunState) -> FailedRun:
+    return FailedRun(
+        connection_id=getattr(run, "connection_id", None),
+        job_id=getattr(run, "job_id", None),
+        source_status=run.source_status,
+        destination_status=run.destination_status,
+        error=run.error,
+        state=state,
+    )
+
+
+def _trim(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unknown(runs: Sequence[ConnectionRun | RefreshBatch]) -> frozenset[str]:
+    seen = {_norm(s) for run in runs for s in (run.source_status, run.destination_status)}
+    return frozenset(s for s in seen if s and s not in KNOWN_STATUSES)
+
+
+def decide(
+    run: ConnectionRun | RefreshBatch,
+    *,
+    label: str,
+    fail_fast: bool = False,
+    tolerate_cancelled: bool = False,
+) -> Decision:
+    """Decide a batch (with its ``child_refreshes``) or a single connection run.
+
+    ``label`` names the refresh in the summary, e.g. ``"batch refresh 1234"``.
+    """
+    children: tuple[ConnectionRun, ...] = getattr(run, "child_refreshes", ())
+    own = _state_of(run)
+    child_states = [(child, _state_of(child)) for child in children]
+    failed_states = {RunState.FAILED} if tolerate_cancelled else {RunState.FAILED, RunState.CANCELLED}
+    failed = tuple(_failed_run(c, s) for c, s in child_states if s in failed_states)
+    if not children and own in (RunState.FAILED, RunState.CANCELLED):
+        failed = (_failed_run(run, own),)
+    unknown = _unknown([run, *children])
+
+    statuses = f"source={run.source_status}, destination={run.destination_status}"
+    if children:
+        counts = Counter(s.value for _, s in child_states)
+        statuses += "; connections: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    all_terminal = own.terminal and all(s.terminal for _, s in child_states)
+
+    if own in (RunState.FAILED, RunState.CANCELLED):
+        error = f": {_trim(run.error, MAX_ERROR_CHARS)}" if run.error else ""
+        return Decision(Outcome.FAILED, f"{label} {own.value} ({statuses}){error}", failed, unknown)
+    if failed and (fail_fast or all_terminal):
+        summary = f"{label} failed: {len(failed)} of {len(children)} connection refreshes failed ({statuses})"
+        return Decision(Outcome.FAILED, summary, failed, unknown)
+    if all_terminal:
+        done = f"{len(children)} connection refreshes complete" if children else "complete"
+        return Decision(Outcome.SUCCESS, f"{label} succeeded: {done} ({statuses})", (), unknown)
+    return Decision(Outcome.RUNNING, f"{label} still running ({statuses})", failed, unknown)
+
+
+def decide_batch(batch: RefreshBatch, **options: bool) -> Decision:
+    return decide(batch, label=f"batch refresh {batch.batch_refresh_id}", **options)
+
+
+def decide_connection_run(run: ConnectionRun, **options: bool) -> Decision:
+    return decide(run, label=f"refresh of connection {run.connection_id} (job {run.job_id})", **options)

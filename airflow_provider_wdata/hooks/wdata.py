@@ -1,0 +1,425 @@
+"""WdataHook: typed sync and async calls to the Wdata Prep API, with tokens and retries handled."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
+
+import tenacity
+
+from airflow_provider_wdata import protocol
+from airflow_provider_wdata._compat import BaseHook, aget_connection
+from airflow_provider_wdata.config import WdataConfig, build_config
+from airflow_provider_wdata.exceptions import WdataAuthError, WdataError
+from airflow_provider_wdata.models import ConnectionRun, RefreshBatch, WdataConnection
+from airflow_provider_wdata.protocol import ApiRequest, Envelope, RawResponse
+from airflow_provider_wdata.tokens import DEFAULT_RENEW_MARGIN, TOKENS, AccessToken
+from airflow_provider_wdata.transport import DEFAULT_MAX_RESPONSE_BYTES, AsyncTransport, SyncTransport
+
+T = TypeVar("T")
+
+#: Defaults of the hook's retry policy (each is a WdataHook argument).
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_BACKOFF_INITIAL = 1.0
+DEFAULT_BACKOFF_MAX = 30.0
+DEFAULT_RETRY_AFTER_MAX = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _NeedToken:
+    config: WdataConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class _Send:
+    request: ApiRequest
+    config: WdataConfig
+    token: AccessToken
+
+
+_Step = _NeedToken | _Send
+_Exchange = Generator[_Step, Any, Envelope]
+
+
+class _WaitRetryAfterOr(tenacity.wait.wait_base):
+    """Wait as long as the service asked (``Retry-After``, capped), else fall back to backoff."""
+
+    def __init__(self, backoff: tenacity.wait.wait_base, cap: float) -> None:
+        self.backoff = backoff
+        self.cap = cap
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(float(retry_after), self.cap)
+        return float(self.backoff(retry_state))
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return isinstance(error, WdataError) and error.retryable
+
+
+class WdataHook(BaseHook):
+    """Talk to the Workiva Wdata Prep API through an Airflow connection of type ``wdata``.
+
+    :param wdata_conn_id: the Airflow connection: login = client id, password = client secret, extras
+        ``region`` (us, eu, apac), ``workspace_id``, ``token_url``, ``timeout``, ``verify``; host, when set,
+        is the API base URL.
+    :param timeout: seconds per HTTP request; overrides the connection's ``timeout`` extra (default 30).
+    :param max_attempts: tries per call, counting the first, on network errors, timeouts, 429 and 5xx
+        (a start is only tried again when the service certainly did not take it).
+    :param backoff_initial: first wait between tries, doubled each time, with jitter (seconds).
+    :param backoff_max: longest wait between tries (seconds).
+    :param retry_after_max: longest wait honoured from a ``Retry-After`` header (seconds).
+    :param token_renew_margin: renew a cached token this many seconds before it expires.
+    :param max_response_bytes: refuse response bodies larger than this.
+    """
+
+    conn_name_attr = "wdata_conn_id"
+    default_conn_name = "wdata_default"
+    conn_type = "wdata"
+    hook_name = "Workiva Wdata"
+
+    def __init__(
+        self,
+        wdata_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+        retry_after_max: float = DEFAULT_RETRY_AFTER_MAX,
+        token_renew_margin: float = DEFAULT_RENEW_MARGIN,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        super().__init__()
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}.")
+        self.wdata_conn_id = wdata_conn_id
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
+        self.token_renew_margin = token_renew_margin
+        self.max_response_bytes = max_response_bytes
+        self._config: WdataConfig | None = None
+        self._transport = SyncTransport(max_response_bytes)
+        self._atransport = AsyncTransport(max_response_bytes)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(wdata_conn_id={self.wdata_conn_id!r})"
+
+    # ------------------------------------------------------------------------------------ connection
+
+    def _build_config(self, conn: Any) -> WdataConfig:
+        return build_config(
+            self.wdata_conn_id,
+            login=conn.login,
+            password=conn.password,
+            host=conn.host,
+            port=conn.port,
+            extras=conn.extra_dejson,
+            timeout=self.timeout,
+        )
+
+    @property
+    def config(self) -> WdataConfig:
+        """The checked connection, read once per hook."""
+        if self._config is None:
+            self._config = self._build_config(self.get_connection(self.wdata_conn_id))
+        return self._config
+
+    async def aget_config(self) -> WdataConfig:
+        """:attr:`config`, read without blocking the event loop."""
+        if self._config is None:
+            self._config = self._build_config(await aget_connection(self.wdata_conn_id))
+        return self._config
+
+    # ------------------------------------------------------------------------------------ one exchange
+
+    def _exchange(self, request: ApiRequest, config: WdataConfig) -> _Exchange:
+        """One try of one call, as steps the sync and async drivers carry out: token, send, read."""
+        try:
+            token = yield _NeedToken(config)
+            raw: RawResponse = yield _Send(request, config, token)
+            if raw.status == 401:
+                TOKENS.invalidate(config.token_key, token)
+                token = yield _NeedToken(config)
+                raw = yield _Send(request, config, token)
+                if raw.status == 401:
+                    error = protocol.api_error(request, raw)
+                    raise WdataAuthError(
+                        f"Connection {config.conn_id!r}: the API refused a freshly issued token for "
+                        f"{request} ({'; '.join(error.messages) or 'HTTP 401'}). Check that the API grant "
+                        "of this client id may use Wdata.",
+                        status=401,
+                        method=request.method,
+                        path=request.path,
+                    )
+            return protocol.read_envelope(request, raw, self.max_response_bytes)
+        except WdataError as error:
+            refined = protocol.refine_error(request, error)
+            if refined is error:
+                raise
+            raise refined from error
+
+    def _retrying_args(self, request: ApiRequest) -> dict[str, Any]:
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0
+            self.log.warning(
+                "Wdata %s failed (try %d of %d): %s Trying again in %.1f s.",
+                request,
+                state.attempt_number,
+                self.max_attempts,
+                error,
+                wait,
+            )
+
+        backoff = tenacity.wait_exponential_jitter(
+            initial=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
+        )
+        return {
+            "stop": tenacity.stop_after_attempt(self.max_attempts),
+            "wait": _WaitRetryAfterOr(backoff, self.retry_after_max),
+            "retry": tenacity.retry_if_exception(_is_retryable),
+            "before_sleep": log_retry,
+            "reraise": True,
+        }
+
+    # ------------------------------------------------------------------------------------ sync driver
+
+    def _fetch_token(self, config: WdataConfig) -> tuple[str, float]:
+        self.log.debug("Fetching a Wdata access token for connection %r", config.conn_id)
+        return protocol.read_token(config, self._transport.post_token(config))
+
+    def _perform(self, step: _Step) -> Any:
+        if isinstance(step, _NeedToken):
+            fetch = functools.partial(self._fetch_token, step.config)
+            return TOKENS.get(step.config.token_key, fetch, self.token_renew_margin)
+        return self._transport.send(step.request, step.config, step.token)
+
+    def _send(self, request: ApiRequest, config: WdataConfig) -> Envelope:
+        for attempt in tenacity.Retrying(**self._retrying_args(request)):
+            with attempt:
+                exchange = self._exchange(request, config)
+                step = next(exchange)
+                while True:
+                    try:
+                        result = self._perform(step)
+                    except WdataError as error:
+                        step = exchange.throw(error)
+                    else:
+                        try:
+                            step = exchange.send(result)
+                        except StopIteration as done:
+                            return done.value
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _call(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
+        config = self.config
+        if "workspace_id" in kw and kw["workspace_id"] is None:
+            kw["workspace_id"] = config.workspace_id
+        return parse(self._send(build(*args, **kw), config).body)
+
+    # ----------------------------------------------------------------------------------- async driver
+
+    async def _afetch_token(self, config: WdataConfig) -> tuple[str, float]:
+        self.log.debug("Fetching a Wdata access token for connection %r", config.conn_id)
+        return protocol.read_token(config, await self._atransport.post_token(config))
+
+    async def _aperform(self, step: _Step) -> Any:
+        if isinstance(step, _NeedToken):
+            fetch = functools.partial(self._afetch_token, step.config)
+            return await TOKENS.aget(step.config.token_key, fetch, self.token_renew_margin)
+        return await self._atransport.send(step.request, step.config, step.token)
+
+    async def _asend(self, request: ApiRequest, config: WdataConfig) -> Envelope:
+        async for attempt in tenacity.AsyncRetrying(**self._retrying_args(request)):
+            with attempt:
+                exchange = self._exchange(request, config)
+                step = next(exchange)
+                while True:
+                    try:
+                        result = await self._aperform(step)
+                    except WdataError as error:
+                        step = exchange.throw(error)
+                    else:
+                        try:
+                            step = exchange.send(result)
+                        except StopIteration as done:
+                            return done.value
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _acall(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
+        config = await self.aget_config()
+        if "workspace_id" in kw and kw["workspace_id"] is None:
+            kw["workspace_id"] = config.workspace_id
+        return parse((await self._asend(build(*args, **kw), config)).body)
+
+    # ---------------------------------------------------------------------------------------- calls
+
+    def get_batch_refresh(self, batch_id: str, workspace_id: str | None = None) -> RefreshBatch:
+        """Status of a batch refresh and of each of its connection refreshes."""
+        return self._call(RefreshBatch.from_api, protocol.get_batch_refresh, batch_id, workspace_id=workspace_id)
+
+    async def aget_batch_refresh(self, batch_id: str, workspace_id: str | None = None) -> RefreshBatch:
+        """Async :meth:`get_batch_refresh`."""
+        return await self._acall(RefreshBatch.from_api, protocol.get_batch_refresh, batch_id, workspace_id=workspace_id)
+
+    def start_batch_refresh(
+        self, connections: Sequence[Any], cancel_unwritables: bool = False, workspace_id: str | None = None
+    ) -> RefreshBatch:
+        """Start refreshing 1 to 100 connections together; poll the result's ``batch_refresh_id``.
+
+        ``connections`` holds connection ids, or dicts with the RefreshConnection fields in snake_case
+        (``connection_id``, ``source_parameters``, ``destination_parameters``,
+        ``use_previous_source_parameters``, ``use_previous_destination_parameters``, ``workspace_id``).
+        Never sent twice: a failure after which the batch may have started raises
+        :class:`~airflow_provider_wdata.exceptions.WdataRefreshMayHaveStartedError`.
+        """
+        return self._call(
+            RefreshBatch.from_api,
+            protocol.start_batch_refresh,
+            connections,
+            cancel_unwritables,
+            workspace_id=workspace_id,
+        )
+
+    async def astart_batch_refresh(
+        self, connections: Sequence[Any], cancel_unwritables: bool = False, workspace_id: str | None = None
+    ) -> RefreshBatch:
+        """Async :meth:`start_batch_refresh`."""
+        return await self._acall(
+            RefreshBatch.from_api,
+            protocol.start_batch_refresh,
+            connections,
+            cancel_unwritables,
+            workspace_id=workspace_id,
+        )
+
+    def refresh_connection(self, connection_id: str, workspace_id: str | None = None, **fields: Any) -> ConnectionRun:
+        """Start refreshing one connection; poll the result's ``job_id``.
+
+        ``fields``: ``source_parameters``, ``destination_parameters``, ``use_previous_source_parameters``,
+        ``use_previous_destination_parameters``. Never sent twice (see :meth:`start_batch_refresh`).
+        """
+        return self._call(
+            ConnectionRun.from_api,
+            protocol.refresh_connection,
+            connection_id,
+            workspace_id=workspace_id,
+            **fields,
+        )
+
+    async def arefresh_connection(
+        self, connection_id: str, workspace_id: str | None = None, **fields: Any
+    ) -> ConnectionRun:
+        """Async :meth:`refresh_connection`."""
+        return await self._acall(
+            ConnectionRun.from_api,
+            protocol.refresh_connection,
+            connection_id,
+            workspace_id=workspace_id,
+            **fields,
+        )
+
+    def get_connection_refresh(self, connection_id: str, job_id: str, workspace_id: str | None = None) -> ConnectionRun:
+        """Status of one connection refresh."""
+        return self._call(
+            ConnectionRun.from_api,
+            protocol.get_connection_refresh,
+            connection_id,
+            job_id,
+            workspace_id=workspace_id,
+        )
+
+    async def aget_connection_refresh(
+        self, connection_id: str, job_id: str, workspace_id: str | None = None
+    ) -> ConnectionRun:
+        """Async :meth:`get_connection_refresh`."""
+        return await self._acall(
+            ConnectionRun.from_api,
+            protocol.get_connection_refresh,
+            connection_id,
+            job_id,
+            workspace_id=workspace_id,
+        )
+
+    def get_wdata_connection(self, connection_id: str, workspace_id: str | None = None) -> WdataConnection:
+        """One Wdata connection, with its last run.
+
+        (Named ``get_wdata_connection`` because ``BaseHook.get_connection`` reads Airflow connections.)
+        """
+        return self._call(WdataConnection.from_api, protocol.get_connection, connection_id, workspace_id=workspace_id)
+
+    async def aget_wdata_connection(self, connection_id: str, workspace_id: str | None = None) -> WdataConnection:
+        """Async :meth:`get_wdata_connection`."""
+        return await self._acall(
+            WdataConnection.from_api, protocol.get_connection, connection_id, workspace_id=workspace_id
+        )
+
+    def list_connections(self, *, page_size: int = protocol.MAX_PAGE_SIZE, **filters: str) -> list[WdataConnection]:
+        """Every Wdata connection, following the cursor through all pages.
+
+        ``filters``: ``source_type``, ``source_id``, ``destination_type``, ``destination_id``.
+        """
+        config, found, cursor = self.config, [], None
+        while True:
+            envelope = self._send(protocol.list_connections(cursor=cursor, limit=page_size, **filters), config)
+            found += _connections(envelope)
+            if not envelope.cursor:
+                return found
+            cursor = envelope.cursor
+
+    async def alist_connections(
+        self, *, page_size: int = protocol.MAX_PAGE_SIZE, **filters: str
+    ) -> list[WdataConnection]:
+        """Async :meth:`list_connections`."""
+        config, found, cursor = await self.aget_config(), [], None
+        while True:
+            request = protocol.list_connections(cursor=cursor, limit=page_size, **filters)
+            envelope = await self._asend(request, config)
+            found += _connections(envelope)
+            if not envelope.cursor:
+                return found
+            cursor = envelope.cursor
+
+    # ------------------------------------------------------------------------------------ Airflow UI
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Fetch a token and read one page of connections: what the UI's "Test" button runs."""
+        try:
+            config = self.config
+            envelope = self._send(protocol.list_connections(limit=1), config)
+        except WdataError as error:
+            return False, str(error)
+        seen = "at least one connection" if _connections(envelope) else "no connections yet"
+        return True, f"Connected to Wdata at {config.base_url} as client {config.client_id}: {seen} visible."
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form on Airflow before 3.2 (3.2+ reads it from the provider info)."""
+        from airflow_provider_wdata.connection_form import UI_FIELD_BEHAVIOUR
+
+        return {
+            "hidden_fields": UI_FIELD_BEHAVIOUR["hidden-fields"],
+            "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
+            "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form on Airflow before 3.2."""
+        from airflow_provider_wdata.connection_form import legacy_widgets
+
+        return legacy_widgets()
+
+
+def _connections(envelope: Envelope) -> list[WdataConnection]:
+    items = envelope.body if isinstance(envelope.body, list) else []
+    return [WdataConnection.from_api(item) for item in items]

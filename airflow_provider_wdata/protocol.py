@@ -1,0 +1,411 @@
+"""The Wdata Prep API as pure code: build requests, read responses, name errors. No I/O here.
+
+The hook's two transports (requests for sync calls, aiohttp for async ones) only move bytes; everything
+they send is built here and everything they receive is read here, so sync and async behave the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import pendulum
+
+from airflow_provider_wdata import __version__
+from airflow_provider_wdata._compat import AIRFLOW_VERSION
+from airflow_provider_wdata.config import MAX_WORKSPACE_ID_LENGTH, WdataConfig
+from airflow_provider_wdata.exceptions import (
+    WdataApiError,
+    WdataAuthError,
+    WdataConfigError,
+    WdataRefreshMayHaveStartedError,
+    WdataTransportError,
+)
+
+USER_AGENT = f"airflow-provider-wdata/{__version__} apache-airflow/{AIRFLOW_VERSION} python/{platform.python_version()}"
+#: The service refuses batches larger than this.
+MAX_BATCH_SIZE = 100
+#: Page size used by ``list_connections`` (the service accepts 1..1000).
+MAX_PAGE_SIZE = 1000
+#: Characters of an unreadable body quoted in an error message.
+EXCERPT_CHARS = 200
+
+#: Statuses worth trying again for a read: the service or the network may recover.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Statuses after which the service certainly did not start anything: safe to send a start again.
+NOT_ACCEPTED_STATUSES = frozenset({429, 503})
+#: Statuses after which a start may or may not have happened.
+AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
+
+_FORBIDDEN_IN_ID = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
+
+REFRESH_CONNECTION_FIELDS = {
+    "connection_id": "connectionId",
+    "source_parameters": "sourceParameters",
+    "destination_parameters": "destinationParameters",
+    "use_previous_source_parameters": "usePreviousSourceParameters",
+    "use_previous_destination_parameters": "usePreviousDestinationParameters",
+    "workspace_id": "workspaceId",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiRequest:
+    """One call to the API, relative to the base URL. ``path`` is already validated and encoded."""
+
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    json_body: Any = None
+    #: A POST that starts a refresh: sent again only when the service certainly did not accept it.
+    starts_refresh: bool = False
+
+    def url(self, base_url: str) -> str:
+        return base_url + self.path
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RawResponse:
+    """What a transport got back. ``body`` holds at most the allowed number of bytes."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    too_large: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Envelope:
+    body: Any
+    code: int | None
+    cursor: str | None
+
+
+# ---------------------------------------------------------------------------------------------- requests
+
+
+def path_param(name: str, value: Any) -> str:
+    """Check one id that goes into a path and percent-encode it, so it can never change the path."""
+    if not isinstance(value, str) or not value.strip():
+        raise WdataConfigError(f"{name} must be a non-empty string, not {value!r}.")
+    if _FORBIDDEN_IN_ID.search(value) or value in (".", ".."):
+        raise WdataConfigError(
+            f"{name} {value!r} is not a valid Wdata id: ids hold no '/', '\\', '?', '#', '%', whitespace "
+            "or control characters and are not '.' or '..'. Check where the id comes from "
+            "(a template or an XCom value may hold something else)."
+        )
+    return quote(value, safe="")
+
+
+def _workspace(workspace_id: str | None) -> tuple[tuple[str, str], ...]:
+    if workspace_id is None:
+        return ()
+    if not isinstance(workspace_id, str) or not workspace_id or len(workspace_id) > MAX_WORKSPACE_ID_LENGTH:
+        raise WdataConfigError(
+            f"workspace_id must be a string of 1 to {MAX_WORKSPACE_ID_LENGTH} characters, not {workspace_id!r}."
+        )
+    return (("workspaceId", workspace_id),)
+
+
+def get_batch_refresh(batch_id: str, workspace_id: str | None = None) -> ApiRequest:
+    path = f"/api/v1/connections/batch/refresh/{path_param('batch_id', batch_id)}"
+    return ApiRequest("GET", path, _workspace(workspace_id))
+
+
+def refresh_connection_item(item: Any, *, workspace_id: str | None = None, where: str = "") -> dict[str, Any]:
+    """One RefreshConnection: a connection id, or a dict of its snake_case fields."""
+    if isinstance(item, str):
+        item = {"connection_id": item}
+    if not isinstance(item, Mapping):
+        raise WdataConfigError(
+            f"{where}must be a connection id or a dict of RefreshConnection fields, not {type(item).__name__}."
+        )
+    unknown = sorted(set(item) - set(REFRESH_CONNECTION_FIELDS))
+    if unknown:
+        raise WdataConfigError(
+            f"{where}has unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed keys: {', '.join(REFRESH_CONNECTION_FIELDS)}."
+        )
+    path_param(f"{where}connection_id", item.get("connection_id"))
+    for key in ("source_parameters", "destination_parameters"):
+        if item.get(key) is not None and not isinstance(item[key], Mapping):
+            raise WdataConfigError(f"{where}{key} must be a dict, not {type(item[key]).__name__}.")
+    for key in ("use_previous_source_parameters", "use_previous_destination_parameters"):
+        if item.get(key) is not None and not isinstance(item[key], bool):
+            raise WdataConfigError(f"{where}{key} must be true or false, not {item[key]!r}.")
+    body = {REFRESH_CONNECTION_FIELDS[k]: v for k, v in item.items() if v is not None}
+    if workspace_id is not None and "workspaceId" not in body:
+        body["workspaceId"] = workspace_id
+    _workspace(body.get("workspaceId"))
+    return body
+
+
+def start_batch_refresh(
+    connections: Sequence[Any], cancel_unwritables: bool = False, workspace_id: str | None = None
+) -> ApiRequest:
+    if isinstance(connections, (str, Mapping)) or not isinstance(connections, Sequence):
+        raise WdataConfigError(
+            "connections must be a list of connection ids or RefreshConnection dicts, "
+            f"not {type(connections).__name__} (a template renders to a string unless the DAG sets "
+            "render_template_as_native_obj=True)."
+        )
+    if not 1 <= len(connections) <= MAX_BATCH_SIZE:
+        raise WdataConfigError(
+            f"A batch refresh takes 1 to {MAX_BATCH_SIZE} connections; got {len(connections)}. "
+            "Split larger sets into several batches."
+        )
+    items = [
+        refresh_connection_item(item, workspace_id=workspace_id, where=f"connections[{i}] ")
+        for i, item in enumerate(connections)
+    ]
+    seen: set[str] = set()
+    for item in items:
+        if item["connectionId"] in seen:
+            raise WdataConfigError(
+                f"connection {item['connectionId']!r} appears more than once; list each connection once."
+            )
+        seen.add(item["connectionId"])
+    params = (("cancelUnwritables", "true" if cancel_unwritables else "false"),)
+    return ApiRequest("POST", "/api/v1/connections/batch/refresh", params, items, starts_refresh=True)
+
+
+def refresh_connection(connection_id: str, workspace_id: str | None = None, **fields: Any) -> ApiRequest:
+    body = refresh_connection_item({"connection_id": connection_id, **fields}, workspace_id=workspace_id)
+    body.pop("connectionId")
+    path = f"/api/v1/connections/{path_param('connection_id', connection_id)}/refresh"
+    return ApiRequest("POST", path, (), body, starts_refresh=True)
+
+
+def get_connection_refresh(connection_id: str, job_id: str, workspace_id: str | None = None) -> ApiRequest:
+    path = f"/api/v1/connections/{path_param('connection_id', connection_id)}/status"
+    path_param("job_id", job_id)
+    return ApiRequest("GET", path, (("jobId", job_id), *_workspace(workspace_id)))
+
+
+def get_connection(connection_id: str, workspace_id: str | None = None) -> ApiRequest:
+    path = f"/api/v1/connections/{path_param('connection_id', connection_id)}"
+    return ApiRequest("GET", path, _workspace(workspace_id))
+
+
+def list_connections(
+    *,
+    source_type: str | None = None,
+    source_id: str | None = None,
+    destination_type: str | None = None,
+    destination_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = MAX_PAGE_SIZE,
+) -> ApiRequest:
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise WdataConfigError(f"limit must be an integer from 1 to {MAX_PAGE_SIZE}, not {limit!r}.")
+    filters = {
+        "sourceType": source_type,
+        "sourceId": source_id,
+        "destinationType": destination_type,
+        "destinationId": destination_id,
+        "cursor": cursor,
+    }
+    params = (*((k, str(v)) for k, v in filters.items() if v is not None), ("limit", str(limit)))
+    return ApiRequest("GET", "/api/v1/connections", params)
+
+
+def request_headers(access_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {access_token}", "Accept": "application/json", "User-Agent": USER_AGENT}
+
+
+def token_request_form(config: WdataConfig) -> dict[str, str]:
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": config.client_id,
+        "client_secret": config.client_secret,
+    }
+    if config.scope:
+        form["scope"] = config.scope
+    return form
+
+
+TOKEN_HEADERS = {"Accept": "application/json", "User-Agent": USER_AGENT}
+
+
+# --------------------------------------------------------------------------------------------- responses
+
+
+def excerpt(body: bytes, hide: Iterable[str] = ()) -> str:
+    """A short, single-line quote of a body for an error message, with any secret blanked out."""
+    text = " ".join(body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split())
+    for secret in hide:
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "") if text else "(empty body)"
+
+
+def retry_after_seconds(value: str | None, now: pendulum.DateTime | None = None) -> float | None:
+    """Read ``Retry-After``: a number of seconds or an HTTP date. None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    now = now or pendulum.now("UTC")
+    return max(0.0, (pendulum.instance(when) - now).total_seconds())
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        return _UNREADABLE
+
+
+_UNREADABLE = object()
+
+_HINTS = {
+    400: "The service rejected the request as invalid; check the arguments named above.",
+    401: "The access token was refused.",
+    403: "The API grant behind this connection is not allowed to do this; ask a workspace owner to grant access.",
+    404: "Nothing with this id exists, or it is not visible to this API grant; check the id.",
+    409: "The request conflicts with the current state (a refresh may already be running).",
+    423: "The resource is locked; try again once it is released.",
+    429: "The service is rate limiting this client.",
+}
+
+
+def _error_messages(payload: Any) -> tuple[list[str], list[dict[str, Any]], int | None]:
+    if not isinstance(payload, Mapping):
+        return [], [], None
+    body = payload.get("body")
+    messages = [str(m) for m in body] if isinstance(body, list) else [str(body)] if body else []
+    details = [d for d in payload.get("details") or [] if isinstance(d, Mapping)]
+    code = payload.get("code") if isinstance(payload.get("code"), int) else None
+    return messages, [dict(d) for d in details], code
+
+
+def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None) -> WdataApiError:
+    """The one exception for an error response, with what a person needs to act on it."""
+    payload = _decode_json(raw.body) if payload is None else payload
+    messages, details, code = _error_messages(payload)
+    said = "; ".join(messages) if messages else f"unreadable body: {excerpt(raw.body)}"
+    for detail in details:
+        target = f" ({detail['target']})" if detail.get("target") else ""
+        said += f"; {detail.get('message') or detail.get('code')}{target}"
+    hint = _HINTS.get(raw.status, "The service failed; it may recover." if raw.status >= 500 else "")
+    retryable = raw.status in (RETRYABLE_STATUSES if not request.starts_refresh else NOT_ACCEPTED_STATUSES)
+    message = f"Wdata API {request} answered HTTP {raw.status}: {said}. {hint}".rstrip()
+    return WdataApiError(
+        message,
+        status=raw.status,
+        method=request.method,
+        path=request.path,
+        service_code=code,
+        messages=messages,
+        details=details,
+        retry_after=retry_after_seconds(raw.headers.get("Retry-After")),
+        retryable=retryable,
+    )
+
+
+def read_envelope(request: ApiRequest, raw: RawResponse, max_bytes: int) -> Envelope:
+    """Unwrap a ``{"body", "code"}`` answer, or raise the error it stands for."""
+    if raw.too_large:
+        raise WdataApiError(
+            f"Wdata API {request} answered with more than {max_bytes} bytes; refusing to read it. "
+            "Raise the hook's max_response_bytes if such answers are expected.",
+            status=raw.status,
+            method=request.method,
+            path=request.path,
+        )
+    payload = _decode_json(raw.body)
+    if not 200 <= raw.status < 300:
+        raise api_error(request, raw, payload)
+    if not isinstance(payload, Mapping) or "body" not in payload:
+        if not raw.body.strip():
+            what = "is empty"
+        else:
+            what = "is not JSON" if payload is _UNREADABLE else "has no 'body' field"
+        raise WdataApiError(
+            f"Wdata API {request} answered HTTP {raw.status} with a body that {what}: {excerpt(raw.body)}",
+            status=raw.status,
+            method=request.method,
+            path=request.path,
+        )
+    cursor = payload.get("cursor")
+    code = payload.get("code")
+    return Envelope(payload["body"], code if isinstance(code, int) else None, cursor if cursor else None)
+
+
+def read_token(config: WdataConfig, raw: RawResponse) -> tuple[str, float]:
+    """Read an OAuth2 token answer: ``(access_token, expires_in)``, or raise naming the OAuth error."""
+    payload = _decode_json(raw.body)
+    where = f"token endpoint {config.token_url}"
+    if raw.status in (400, 401) and isinstance(payload, Mapping) and payload.get("error"):
+        error = str(payload["error"])
+        description = payload.get("error_description") or ""
+        raise WdataAuthError(
+            f"Connection {config.conn_id!r}: the {where} refused the client credentials "
+            f"({error}{': ' + str(description) if description else ''}). "
+            "Check the client id (login) and client secret (password) of the connection.",
+            oauth_error=error,
+            status=raw.status,
+            method="POST",
+            path=config.token_url,
+        )
+    if not 200 <= raw.status < 300:
+        retryable = raw.status in RETRYABLE_STATUSES
+        raise WdataAuthError(
+            f"Connection {config.conn_id!r}: the {where} answered HTTP {raw.status}: "
+            f"{excerpt(raw.body, hide=(config.client_secret,))}."
+            + (" It may recover." if retryable else " Check extra token_url and the region."),
+            status=raw.status,
+            method="POST",
+            path=config.token_url,
+            retry_after=retry_after_seconds(raw.headers.get("Retry-After")),
+            retryable=retryable,
+        )
+    token = payload.get("access_token") if isinstance(payload, Mapping) else None
+    if not isinstance(token, str) or not token:
+        # Never quote a 2xx token body: it may hold a token.
+        raise WdataAuthError(
+            f"Connection {config.conn_id!r}: the {where} answered HTTP {raw.status} without an access_token; "
+            "check extra token_url.",
+            status=raw.status,
+            method="POST",
+            path=config.token_url,
+        )
+    try:
+        expires_in = float(payload.get("expires_in") or 0)
+    except (TypeError, ValueError):
+        expires_in = 0.0
+    return token, expires_in
+
+
+def refine_error(request: ApiRequest, error: Exception) -> Exception:
+    """A start that failed after the service may have taken it must never be sent again: say so."""
+    if not request.starts_refresh:
+        return error
+    sent = isinstance(error, WdataTransportError) and error.request_sent
+    ambiguous = isinstance(error, WdataApiError) and error.status in AMBIGUOUS_STATUSES
+    if not (sent or ambiguous):
+        return error
+    refined = WdataRefreshMayHaveStartedError(
+        f"{error} The refresh may have started: it is not sent again automatically. "
+        "Check it in Wdata before starting it again."
+    )
+    refined.__cause__ = error
+    return refined

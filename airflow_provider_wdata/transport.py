@@ -1,0 +1,211 @@
+"""The only code that touches the network: requests for sync calls, aiohttp for async ones.
+
+Both send what :mod:`airflow_provider_wdata.protocol` built, return a :class:`RawResponse` without
+interpreting it, never follow redirects (so an Authorization header never travels to another host), read
+at most ``max_bytes`` of a body, and turn network failures into :class:`WdataTransportError` saying
+whether the request may have reached the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from airflow_provider_wdata import protocol
+from airflow_provider_wdata.config import WdataConfig
+from airflow_provider_wdata.exceptions import WdataTransportError
+from airflow_provider_wdata.protocol import ApiRequest, RawResponse
+from airflow_provider_wdata.tokens import AccessToken
+
+#: Most connections one event loop keeps open to the service, shared by every trigger in it.
+ASYNC_POOL_SIZE = 100
+#: Bodies larger than this are refused unread (bytes).
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+def _tls_hint(url: str, verify: bool | str) -> str:
+    host = urlsplit(url).hostname
+    fix = (
+        "check the CA bundle named in extra 'verify'"
+        if isinstance(verify, str)
+        else "if the service uses a private CA, set extra 'verify' to the path of its CA bundle"
+    )
+    return f"TLS verification of {host} failed; {fix}."
+
+
+def _failure(what: str, url: str, exc: BaseException, *, sent: bool) -> WdataTransportError:
+    state = "after the request was sent" if sent else "before the request was sent"
+    reason = str(exc) or type(exc).__name__
+    return WdataTransportError(
+        f"{what} {urlsplit(url).netloc} failed {state}: {reason}. "
+        "Check the host and region of the connection and that the service is reachable.",
+        request_sent=sent,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- sync
+
+
+class SyncTransport:
+    """One ``requests.Session`` (and so one connection pool) per hook."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.session = requests.Session()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
+        return self._exchange(
+            request.method,
+            request.url(config.base_url),
+            config,
+            params=request.params,
+            json=request.json_body,
+            headers=protocol.request_headers(token.value),
+        )
+
+    def post_token(self, config: WdataConfig) -> RawResponse:
+        return self._exchange(
+            "POST",
+            config.token_url,
+            config,
+            data=protocol.token_request_form(config),
+            headers=protocol.TOKEN_HEADERS,
+        )
+
+    def _exchange(self, method: str, url: str, config: WdataConfig, **kwargs: Any) -> RawResponse:
+        try:
+            response = self.session.request(
+                method,
+                url,
+                timeout=config.timeout,
+                verify=config.verify,
+                allow_redirects=False,
+                stream=True,
+                **kwargs,
+            )
+            with response:
+                chunks, size = [], 0
+                for chunk in response.iter_content(_CHUNK):
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        return RawResponse(response.status_code, response.headers, b"", too_large=True)
+                    chunks.append(chunk)
+                return RawResponse(response.status_code, response.headers, b"".join(chunks))
+        except requests.exceptions.SSLError as exc:
+            raise WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False) from exc
+        except requests.exceptions.ConnectTimeout as exc:
+            raise _failure(f"{method} to", url, exc, sent=False) from None
+        except requests.exceptions.ConnectionError as exc:
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            sent = not isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+            raise _failure(f"{method} to", url, reason or exc, sent=sent) from None
+        except requests.exceptions.RequestException as exc:
+            raise _failure(f"{method} to", url, exc, sent=True) from None
+
+
+# --------------------------------------------------------------------------------------------- async
+
+
+@functools.lru_cache(maxsize=16)
+def _ssl_for(verify: bool | str) -> ssl.SSLContext | bool:
+    if verify is True:
+        return True
+    if verify is False:
+        return False
+    return ssl.create_default_context(cafile=verify)
+
+
+_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncIterator[None]:
+    # An async generator left suspended here is closed by the loop's shutdown_asyncgens(), which
+    # asyncio.run() and the triggerer call as the loop ends: the session closes with its loop.
+    try:
+        yield
+    finally:
+        await session.close()
+
+
+async def shared_session() -> aiohttp.ClientSession:
+    """The aiohttp session of the running event loop, created on first use."""
+    loop = asyncio.get_running_loop()
+    entry = _SESSIONS.get(loop)
+    if entry is not None and not entry[0].closed:
+        return entry[0]
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=ASYNC_POOL_SIZE, ttl_dns_cache=300),
+        headers={"User-Agent": protocol.USER_AGENT},
+    )
+    keeper = _close_with_loop(session)
+    await keeper.__anext__()
+    _SESSIONS[loop] = (session, keeper)
+    return session
+
+
+class AsyncTransport:
+    """Stateless: every call uses the event loop's shared session."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        self.max_bytes = max_bytes
+
+    async def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
+        return await self._exchange(
+            request.method,
+            request.url(config.base_url),
+            config,
+            params=request.params,
+            json=request.json_body,
+            headers=protocol.request_headers(token.value),
+        )
+
+    async def post_token(self, config: WdataConfig) -> RawResponse:
+        return await self._exchange(
+            "POST",
+            config.token_url,
+            config,
+            data=protocol.token_request_form(config),
+            headers=protocol.TOKEN_HEADERS,
+        )
+
+    async def _exchange(self, method: str, url: str, config: WdataConfig, **kwargs: Any) -> RawResponse:
+        session = await shared_session()
+        try:
+            async with session.request(
+                method,
+                url,
+                timeout=aiohttp.ClientTimeout(total=config.timeout),
+                ssl=_ssl_for(config.verify),
+                allow_redirects=False,
+                **kwargs,
+            ) as response:
+                if response.content_length is not None and response.content_length <= self.max_bytes:
+                    return RawResponse(response.status, response.headers, await response.read())
+                chunks, size = [], 0
+                async for chunk in response.content.iter_chunked(_CHUNK):
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        return RawResponse(response.status, response.headers, b"", too_large=True)
+                    chunks.append(chunk)
+                return RawResponse(response.status, response.headers, b"".join(chunks))
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            raise WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False) from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _failure(f"{method} to", url, exc, sent=False) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _failure(f"{method} to", url, exc, sent=True) from None

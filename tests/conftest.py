@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+# Airflow reads its home when first imported: give the tests a throwaway one.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="wdata-test-airflow-home-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+import pytest
+
+from airflow_provider_wdata.testing import WdataSimulator
+from airflow_provider_wdata.tokens import TOKENS
+
+#: A client secret that must never show anywhere outside the hook; see test_secrets.py.
+CANARY_SECRET = "CANARY-secret-3f9b1c7e2d"
+CLIENT_ID = "canary-client"
+
+
+@pytest.fixture(autouse=True)
+def fresh_token_cache():
+    TOKENS.clear()
+    yield
+    TOKENS.clear()
+
+
+@pytest.fixture
+def simulator():
+    with WdataSimulator(client_id=CLIENT_ID, client_secret=CANARY_SECRET) as sim:
+        yield sim
+
+
+@pytest.fixture
+def wdata_conn(simulator, monkeypatch):
+    """The ``wdata_default`` Airflow connection, pointed at the simulator."""
+    name, value = simulator.airflow_conn_uri_env("wdata_default")
+    monkeypatch.setenv(name, value)
+    return simulator
+
+
+@pytest.fixture
+def all_logs(caplog):
+    caplog.set_level(logging.DEBUG)
+    return caplog
