@@ -5,7 +5,7 @@ AIRFLOW_VERSION ?= 3.3.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: env demo test lint unit clean
+.PHONY: env demo test lint unit bench clean
 
 env: $(STAMP)
 
@@ -30,6 +30,9 @@ test: lint
 
 demo: env
 	$(BIN)/python -m airflow_provider_wdata.testing.run_dag example_dags/wdata_refresh_batch.py wdata_refresh_batch
+
+bench: env
+	$(BIN)/python benchmarks/bench_triggers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
