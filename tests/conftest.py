@@ -39,7 +39,20 @@ def wdata_conn(simulator, monkeypatch):
     return simulator
 
 
+class Output:
+    """Everything logged or printed during a test: stdlib logging, and structlog (Airflow 3) on stdout."""
+
+    def __init__(self, caplog, capsys) -> None:
+        self._caplog, self._capsys, self._seen = caplog, capsys, ""
+
+    @property
+    def text(self) -> str:
+        captured = self._capsys.readouterr()
+        self._seen += captured.out + captured.err
+        return self._caplog.text + self._seen
+
+
 @pytest.fixture
-def all_logs(caplog):
+def all_logs(caplog, capsys) -> Output:
     caplog.set_level(logging.DEBUG)
-    return caplog
+    return Output(caplog, capsys)

@@ -395,6 +395,7 @@ def test_nothing_secret_in_logs_exceptions_or_reprs(wdata_conn, all_logs, sleeps
     with pytest.raises(WdataApiError) as info:
         hook.get_wdata_connection("conn-1")
     texts.append(str(info.value))
+    assert "Trying again in" in texts[0], "the retry was logged, so the scan below saw the logs"
     tokens = wdata_conn.issued_tokens
     assert len(tokens) == 2
     for text in texts:

@@ -44,9 +44,11 @@ class _StartsRefresh(BaseOperator):
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         fail_fast: bool = False,
         tolerate_cancelled: bool = False,
+        hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.hook_params = dict(hook_params or {})
         self.wdata_conn_id = wdata_conn_id
         self.workspace_id = workspace_id
         self.wait_for_completion = wait_for_completion
@@ -60,7 +62,7 @@ class _StartsRefresh(BaseOperator):
 
     @cached_property
     def hook(self) -> WdataHook:
-        return WdataHook(self.wdata_conn_id)
+        return WdataHook(self.wdata_conn_id, **self.hook_params)
 
     def _trigger_options(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class _StartsRefresh(BaseOperator):
             "deadline": time.time() + self.timeout,
             "fail_fast": self.fail_fast,
             "tolerate_cancelled": self.tolerate_cancelled,
+            "hook_params": self.hook_params,
         }
 
     def _wait(self, trigger: _RefreshTrigger) -> Any:
@@ -103,6 +106,7 @@ class WdataRefreshBatchOperator(_StartsRefresh):
     :param fail_fast: fail as soon as one connection refresh failed.
     :param tolerate_cancelled: treat cancelled connection refreshes as fine rather than failed.
     :param wdata_conn_id: the Airflow connection of type ``wdata``.
+    :param hook_params: keyword arguments for :class:`WdataHook` (``timeout``, ``max_attempts``, backoff...).
 
     Pushes the batch id to XCom under ``batch_refresh_id`` as soon as the batch started, and returns the
     batch as a JSON-able dict once it ended (the batch id when not waiting).

@@ -39,9 +39,11 @@ class _RefreshSensor(BaseSensorOperator):
         tolerate_cancelled: bool = False,
         deferrable: bool | None = None,
         poke_interval: float = 30,
+        hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
+        self.hook_params = dict(hook_params or {})
         self.wdata_conn_id = wdata_conn_id
         self.workspace_id = workspace_id
         self.fail_fast = fail_fast
@@ -60,11 +62,12 @@ class _RefreshSensor(BaseSensorOperator):
             "deadline": deadline,
             "fail_fast": self.fail_fast,
             "tolerate_cancelled": self.tolerate_cancelled,
+            "hook_params": self.hook_params,
         }
 
     @cached_property
     def hook(self) -> WdataHook:
-        return WdataHook(self.wdata_conn_id)
+        return WdataHook(self.wdata_conn_id, **self.hook_params)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -106,6 +109,7 @@ class BatchRefreshSensor(_RefreshSensor):
         default_deferrable``). Checks once first and returns at once if the batch has already ended.
     :param poke_interval: seconds between two status reads, in every mode.
     :param timeout: seconds before the wait ends with a timeout (skipped instead with ``soft_fail``).
+    :param hook_params: keyword arguments for :class:`WdataHook` (``timeout``, ``max_attempts``, backoff...).
 
     Returns (XCom ``return_value``) the batch as a JSON-able dict with snake_case keys.
     """

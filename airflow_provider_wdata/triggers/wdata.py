@@ -47,6 +47,7 @@ class _RefreshTrigger(BaseTrigger):
         deadline: float,
         fail_fast: bool = False,
         tolerate_cancelled: bool = False,
+        hook_params: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if poll_interval <= 0:
@@ -57,6 +58,7 @@ class _RefreshTrigger(BaseTrigger):
         self.deadline = float(deadline)
         self.fail_fast = fail_fast
         self.tolerate_cancelled = tolerate_cancelled
+        self.hook_params = dict(hook_params or {})
         self._warned: set[str] = set()
         self.last: Refresh | None = None
         self.last_error: WdataError | None = None
@@ -89,6 +91,7 @@ class _RefreshTrigger(BaseTrigger):
             "poll_interval": self.poll_interval,
             "deadline": self.deadline,
             **self._options(),
+            "hook_params": self.hook_params,
         }
 
     def event(
@@ -164,7 +167,7 @@ class _RefreshTrigger(BaseTrigger):
     # the triggerer's side --------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = WdataHook(self.wdata_conn_id)
+        hook = WdataHook(self.wdata_conn_id, **self.hook_params)
         while True:
             try:
                 event = self.check(await self.afetch(hook), self.log)
@@ -219,6 +222,7 @@ class BatchRefreshTrigger(_RefreshTrigger):
     :param poll_interval: seconds between two status reads.
     :param fail_fast: fail as soon as one connection refresh failed, without waiting for the others.
     :param tolerate_cancelled: count cancelled connection refreshes as fine rather than failed.
+    :param hook_params: keyword arguments for :class:`WdataHook` (``timeout``, ``max_attempts``, backoff...).
     """
 
     def __init__(self, *, batch_id: str, **kwargs: Any) -> None:
