@@ -306,6 +306,9 @@ def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None) -> Wda
         target = f" ({detail['target']})" if detail.get("target") else ""
         said += f"; {detail.get('message') or detail.get('code')}{target}"
     hint = _HINTS.get(raw.status, "The service failed; it may recover." if raw.status >= 500 else "")
+    if 300 <= raw.status < 400:
+        said = f"redirected to {raw.headers.get('Location') or 'an unnamed location'}"
+        hint = "Redirects are not followed (they could carry the token elsewhere); set host to the final URL."
     retryable = raw.status in (RETRYABLE_STATUSES if not request.starts_refresh else NOT_ACCEPTED_STATUSES)
     message = f"Wdata API {request} answered HTTP {raw.status}: {said}. {hint}".rstrip()
     return WdataApiError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 
 import pytest
@@ -401,3 +402,71 @@ def test_nothing_secret_in_logs_exceptions_or_reprs(wdata_conn, all_logs, sleeps
     for text in texts:
         assert CANARY_SECRET not in text
         assert not any(token in text for token in tokens)
+
+
+def test_redirects_are_not_followed_with_the_token(wdata_conn):
+    wdata_conn.add_fault(
+        Fault(method="GET", path_contains="conn-1", status=302, headers={"Location": "https://elsewhere.test/steal"})
+    )
+    with pytest.raises(WdataApiError, match=re.escape("redirected to https://elsewhere.test/steal")) as info:
+        WdataHook().get_wdata_connection("conn-1")
+    assert "not followed" in str(info.value)
+    assert len(api_requests(wdata_conn)) == 1
+
+
+@pytest.fixture
+def tls_simulator(tmp_path, monkeypatch):
+    import ssl
+
+    import trustme
+
+    from airflow_provider_wdata.testing import WdataSimulator
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    with WdataSimulator(client_id="tls-client", client_secret=CANARY_SECRET, ssl_context=server_context) as sim:
+        yield sim, str(ca_path)
+
+
+def set_conn(monkeypatch, sim, **extra):
+    conn = sim.airflow_connection()
+    conn["extra"] |= extra
+    monkeypatch.setenv("AIRFLOW_CONN_WDATA_DEFAULT", json.dumps(conn))
+
+
+def test_tls_is_verified_against_the_ca_named_in_verify(tls_simulator, monkeypatch):
+    sim, ca_path = tls_simulator
+    assert sim.base_url.startswith("https://")
+    set_conn(monkeypatch, sim, verify=ca_path)
+    assert WdataHook().get_wdata_connection("conn-1").id == "conn-1"
+
+    async def main():
+        return await WdataHook().aget_wdata_connection("conn-2")
+
+    assert asyncio.run(main()).id == "conn-2"
+
+
+def test_an_untrusted_certificate_is_refused_with_a_hint(tls_simulator, monkeypatch, sleeps):
+    sim, _ = tls_simulator
+    set_conn(monkeypatch, sim)
+    with pytest.raises(WdataTransportError, match=re.escape("TLS verification of 127.0.0.1 failed")) as info:
+        WdataHook().get_wdata_connection("conn-1")
+    assert "extra 'verify'" in str(info.value)
+    assert not info.value.retryable and sleeps == []
+
+    async def main():
+        return await WdataHook().aget_wdata_connection("conn-2")
+
+    with pytest.raises(WdataTransportError, match="TLS verification"):
+        asyncio.run(main())
+    assert sim.token_requests == [], "the secret never went to an unverified host"
+
+
+def test_verification_off_works_but_warns(tls_simulator, monkeypatch, all_logs):
+    sim, _ = tls_simulator
+    set_conn(monkeypatch, sim, verify=False)
+    assert WdataHook().get_wdata_connection("conn-1").id == "conn-1"
+    assert "TLS certificate verification is OFF" in all_logs.text

@@ -116,6 +116,16 @@ class WdataHook(BaseHook):
     # ------------------------------------------------------------------------------------ connection
 
     def _build_config(self, conn: Any) -> WdataConfig:
+        config = self._checked_config(conn)
+        if config.verify is False:
+            self.log.warning(
+                "TLS certificate verification is OFF for connection %r (extra 'verify' is false): "
+                "anyone on the network path could read the client secret. Use it only for a trusted test setup.",
+                config.conn_id,
+            )
+        return config
+
+    def _checked_config(self, conn: Any) -> WdataConfig:
         return build_config(
             self.wdata_conn_id,
             login=conn.login,

@@ -173,6 +173,9 @@ class _RefreshTrigger(BaseTrigger):
                 event = self.check(await self.afetch(hook), self.log)
             except WdataError as error:
                 event = self.on_read_error(error, self.log)
+            except Exception as error:  # a bug must still end the wait with a readable event
+                self.log.exception("Unexpected error while waiting on the Wdata refresh")
+                event = self.event("error", f"Unexpected error while waiting on the refresh: {error!r}", self.last)
             delay = self.next_delay() if event is None else None
             if event is None and delay is None:
                 event = self.timeout_event()

@@ -1,0 +1,101 @@
+"""The ``wdata`` connection: every field read, and every mistake named with its fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_wdata.config import API_BASE_URLS, TOKEN_URLS, build_config
+from airflow_provider_wdata.exceptions import WdataConfigError
+
+
+def config(extras=None, **fields):
+    values = {"login": "id", "password": "secret", "host": None, "port": None} | fields
+    return build_config("my_conn", extras=extras or {}, **values)
+
+
+@pytest.mark.parametrize("region", ["us", "eu", "apac", "EU"])
+def test_region_picks_api_and_token_hosts(region):
+    c = config({"region": region})
+    assert c.base_url == API_BASE_URLS[region.lower()]
+    assert c.token_url == TOKEN_URLS[region.lower()]
+
+
+def test_defaults():
+    c = config()
+    assert (c.base_url, c.timeout, c.verify, c.workspace_id) == (API_BASE_URLS["us"], 30.0, True, None)
+
+
+def test_host_overrides_region_and_token_url_follows_it():
+    c = config({"region": "eu"}, host="https://wdata.example.test/s/wdata/prep/", port=None)
+    assert c.base_url == "https://wdata.example.test/s/wdata/prep"
+    assert c.token_url == "https://wdata.example.test/iam/v1/oauth2/token"
+
+
+def test_bare_host_gets_https_and_port():
+    assert config(host="wdata.example.test", port=8443).base_url == "https://wdata.example.test:8443"
+
+
+def test_bare_extras_win_over_prefixed_ones_and_prefixed_ones_are_read():
+    extras = {
+        "extra__wdata__region": "apac",
+        "extra__wdata__workspace_id": "ws-old",
+        "workspace_id": "ws-new",
+        "extra__wdata__timeout": "12.5",
+        "extra__wdata__token_url": "https://api.apac.wdesk.com/oauth2/token",
+    }
+    c = config(extras)
+    assert (c.base_url, c.workspace_id, c.timeout) == (API_BASE_URLS["apac"], "ws-new", 12.5)
+    assert c.token_url == "https://api.apac.wdesk.com/oauth2/token"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(False, False), ("false", False), ("True", True), ("/ca.pem", "/ca.pem")]
+)
+def test_verify(value, expected):
+    assert config({"verify": value}).verify == expected
+
+
+def test_secret_is_not_in_the_repr():
+    assert "secret" not in repr(config(password="s3cr3t-value")).replace("client_secret", "")
+    assert "s3cr3t-value" not in repr(config(password="s3cr3t-value"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "extras", "message"),
+    [
+        ({"login": None}, {}, "'my_conn' has no client id: set its login"),
+        ({"password": ""}, {}, "'my_conn' has no client secret: set its password"),
+        ({}, {"region": "mars"}, "'my_conn': unknown region 'mars' in extra 'region'; use one of us, eu, apac"),
+        ({"host": "ftp://x.test"}, {}, "host 'ftp://x.test' is not a valid URL"),
+        ({"host": "https://"}, {}, "is not a valid URL"),
+        ({"host": "https://x.test:99999"}, {}, "is not a valid URL"),
+        ({"host": "https://u:p@x.test"}, {}, "must not hold a query, fragment or credentials"),
+        ({"host": "http://wdata.example.test"}, {}, "plain http"),
+        (
+            {},
+            {"token_url": "http://api.example.test/token"},
+            "token_url 'http://api.example.test/token' uses plain http",
+        ),
+        ({}, {"timeout": "soon"}, "timeout 'soon' is not a positive number"),
+        ({}, {"timeout": 0}, "is not a positive number"),
+        ({}, {"workspace_id": "w" * 41}, "at most 40"),
+        ({}, {"verify": "maybe?"}, None),
+        ({}, {"allow_insecure_http": "perhaps"}, "allow_insecure_http"),
+    ],
+)
+def test_mistakes_name_the_connection_and_the_field(fields, extras, message):
+    if message is None:  # a string that is not a boolean is a CA bundle path
+        assert config(extras, **fields).verify == "maybe?"
+        return
+    with pytest.raises(WdataConfigError) as info:
+        config(extras, **fields)
+    assert message in str(info.value)
+    assert "my_conn" in str(info.value)
+
+
+def test_plain_http_allowed_on_loopback_or_when_asked():
+    assert config(host="http://127.0.0.1:8080").base_url == "http://127.0.0.1:8080"
+    assert config(host="http://localhost:8080").base_url == "http://localhost:8080"
+    assert config(host="http://[::1]:8080").base_url == "http://[::1]:8080"
+    allowed = config({"allow_insecure_http": True}, host="http://wdata.internal.test")
+    assert allowed.base_url == "http://wdata.internal.test"
