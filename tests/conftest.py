@@ -10,6 +10,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 import pytest
 
+from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.testing import WdataSimulator
 from airflow_provider_wdata.tokens import TOKENS
 
@@ -56,3 +57,27 @@ class Output:
 def all_logs(caplog, capsys) -> Output:
     caplog.set_level(logging.DEBUG)
     return Output(caplog, capsys)
+
+
+class _NoWait:
+    """Awaitable at once, and harmless when not awaited: stands in for both time.sleep and asyncio.sleep."""
+
+    def __await__(self):
+        return iter(())
+
+
+@pytest.fixture
+def sleeps(monkeypatch) -> list[float]:
+    """Record the hook's waits between tries (sync and async) instead of sleeping them."""
+    recorded: list[float] = []
+    original = WdataHook._retrying_args
+
+    def record(seconds: float) -> _NoWait:
+        recorded.append(seconds)
+        return _NoWait()
+
+    def without_sleeping(self, request):
+        return original(self, request) | {"sleep": record}
+
+    monkeypatch.setattr(WdataHook, "_retrying_args", without_sleeping)
+    return recorded

@@ -35,21 +35,6 @@ def api_requests(sim, method=None, contains=""):
     ]
 
 
-@pytest.fixture
-def sleeps(monkeypatch):
-    """Record the hook's waits between tries instead of sleeping them."""
-    recorded: list[float] = []
-    original = WdataHook._retrying_args
-
-    def no_sleep(self, request):
-        args = original(self, request)
-        args["sleep"] = recorded.append
-        return args
-
-    monkeypatch.setattr(WdataHook, "_retrying_args", no_sleep)
-    return recorded
-
-
 def test_start_and_poll_a_batch_to_the_end(wdata_conn):
     hook = WdataHook()
     batch = hook.start_batch_refresh(["conn-1", {"connection_id": "conn-2", "source_parameters": {"year": 2026}}])
