@@ -26,10 +26,57 @@ def fresh_token_cache():
     TOKENS.clear()
 
 
+# ---------------------------------------------------------------------------------------------- canary scan
+# Every test's captured output (logs, stdout, stderr) and failure text is kept, with every token the simulators
+# issued; when the session ends, neither the canary secret nor any token may appear in any of it.
+
+_SCANNED: list[str] = []
+_ISSUED_TOKENS: set[str] = set()
+SCAN_CONTROL = "canary-scan-control-line"
+
+
+def pytest_runtest_logreport(report):
+    _SCANNED.append(report.longreprtext)
+    _SCANNED.extend(content for _, content in report.sections)
+
+
+_CONTROL_PRINTED: list[bool] = []
+
+
+def pytest_sessionfinish(session):
+    text = "\n".join(_SCANNED)
+    problems = [f"the canary secret {CANARY_SECRET!r}"] if CANARY_SECRET in text else []
+    problems += [f"an issued token ({token[:4]}...)" for token in _ISSUED_TOKENS if token in text]
+    if _CONTROL_PRINTED and SCAN_CONTROL not in text:
+        problems.append("nothing: the scan did not see a passing test's output, so it is blind")
+    if problems:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    session.config._wdata_canary = (len(text), len(_ISSUED_TOKENS), problems)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    result = getattr(config, "_wdata_canary", None)
+    if result is None:
+        return
+    size, tokens, problems = result
+    if problems:
+        terminalreporter.write_line(f"CANARY SCAN FAILED: found {'; '.join(problems)} in test output", red=True)
+    else:
+        terminalreporter.write_line(
+            f"canary scan: {size} characters of test output and {tokens} issued tokens checked; no secret found"
+        )
+
+
+def print_scan_control() -> None:
+    _CONTROL_PRINTED.append(True)
+    print(SCAN_CONTROL)
+
+
 @pytest.fixture
 def simulator():
     with WdataSimulator(client_id=CLIENT_ID, client_secret=CANARY_SECRET) as sim:
         yield sim
+        _ISSUED_TOKENS.update(sim.issued_tokens)
 
 
 @pytest.fixture

@@ -181,7 +181,7 @@ def test_08_wrong_secret_fails_fast_everywhere(simulator, monkeypatch):
     event = wait_deferred("b-1", seconds=600)
     assert event["status"] == "error" and "'wdata_default'" in event["message"]
     assert "invalid_client" in event["message"]
-    with pytest.raises(WdataError, match="'wdata_default'.*invalid_client"):
+    with pytest.raises(WdataError, match=r"'wdata_default'.*invalid_client"):
         poke_until_done("b-1")
     with pytest.raises(WdataAuthError, match="'wdata_default'"):
         WdataRefreshBatchOperator(task_id="t", connections=["conn-1"], deferrable=False).execute({"ti": None})
