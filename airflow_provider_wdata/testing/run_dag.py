@@ -1,11 +1,11 @@
-"""Run one DAG through Airflow against a fresh Wdata simulator: ``make demo`` uses it.
+"""Run DAGs through Airflow against a fresh Wdata simulator: ``make demo`` uses it.
 
-    python -m airflow_provider_wdata.testing.run_dag DAG_FILE DAG_ID
+    python -m airflow_provider_wdata.testing.run_dag DAGS_FOLDER DAG_ID [DAG_ID ...]
 
 Starts the simulator, points a throwaway Airflow home (SQLite) and the ``wdata_default`` connection at it,
-migrates the database, runs ``airflow dags test DAG_ID`` (deferred tasks run their triggers inline), then
-prints every batch and connection refresh the simulator saw, with its final statuses. Exits with the
-status of ``airflow dags test``.
+migrates the database, runs ``airflow dags test DAG_ID`` for each DAG (deferred tasks run their triggers
+inline), then prints every batch and connection refresh the simulator saw, with its final statuses. Exits
+non-zero if any DAG run failed.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def _print_refreshes(simulator: WdataSimulator) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dag_file", type=Path)
-    parser.add_argument("dag_id")
+    parser.add_argument("dags_folder", type=Path, help="folder (or one file) holding the DAGs")
+    parser.add_argument("dag_ids", nargs="+", metavar="DAG_ID")
     parser.add_argument("--polls-to-finish", type=int, default=2)
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary Airflow home")
     args = parser.parse_args(argv)
@@ -70,12 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with WdataSimulator(polls_to_finish=args.polls_to_finish) as simulator:
             print(f"Wdata simulator at {simulator.base_url}; Airflow home {home}", flush=True)
-            env = airflow_env(home, args.dag_file.resolve().parent, simulator)
+            folder = args.dags_folder.resolve()
+            env = airflow_env(home, folder if folder.is_dir() else folder.parent, simulator)
             subprocess.run([airflow, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
-            result = subprocess.run([airflow, "dags", "test", args.dag_id], env=env)
+            outcomes = {}
+            for dag_id in args.dag_ids:
+                print(f"\n=== airflow dags test {dag_id}", flush=True)
+                outcomes[dag_id] = subprocess.run([airflow, "dags", "test", dag_id], env=env).returncode
             _print_refreshes(simulator)
-            print(f"\nairflow dags test {args.dag_id}: {'succeeded' if result.returncode == 0 else 'FAILED'}")
-            return result.returncode
+            print()
+            for dag_id, code in outcomes.items():
+                print(f"airflow dags test {dag_id}: {'succeeded' if code == 0 else 'FAILED'}")
+            return 0 if not any(outcomes.values()) else 1
     finally:
         if not args.keep_home:
             shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,64 @@
+"""The package registers itself with Airflow as a provider, with its connection type and form."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import airflow_provider_wdata
+from airflow_provider_wdata import get_provider_info
+from airflow_provider_wdata.hooks.wdata import WdataHook
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+def test_provider_info_matches_airflow_schema():
+    import jsonschema
+    from airflow import providers_manager  # noqa: F401  (the schema ships beside it)
+
+    schema_path = Path(providers_manager.__file__).with_name("provider_info.schema.json")
+    jsonschema.validate(get_provider_info(), json.loads(schema_path.read_text()))
+    info = get_provider_info()
+    assert info["package-name"] == "airflow-provider-wdata"
+    assert info["versions"] == [airflow_provider_wdata.__version__]
+    [conn_type] = info["connection-types"]
+    assert conn_type["connection-type"] == WdataHook.conn_type == "wdata"
+    assert conn_type["hook-name"] == WdataHook.hook_name == "Workiva Wdata"
+    assert conn_type["hook-class-name"] == f"{WdataHook.__module__}.{WdataHook.__qualname__}"
+
+
+def test_every_listed_module_imports():
+    import importlib
+
+    info = get_provider_info()
+    for kind in ("hooks", "sensors", "triggers", "operators"):
+        for entry in info[kind]:
+            for module in entry["python-modules"]:
+                importlib.import_module(module)
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow-home")
+    return {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"AIRFLOW_HOME": str(home)}
+
+
+def airflow_cli(env, *args: str) -> str:
+    result = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_airflow_lists_the_provider_and_its_hook(cli_env):
+    providers = json.loads(airflow_cli(cli_env, "providers", "list", "--output", "json"))
+    assert {"package_name": "airflow-provider-wdata"}.items() <= next(
+        p for p in providers if p["package_name"] == "airflow-provider-wdata"
+    ).items()
+    hooks = json.loads(airflow_cli(cli_env, "providers", "hooks", "--output", "json"))
+    wdata = [h for h in hooks if h.get("connection_type") == "wdata"]
+    assert wdata and wdata[0]["class"] == "airflow_provider_wdata.hooks.wdata.WdataHook"
