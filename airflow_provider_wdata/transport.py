@@ -61,10 +61,18 @@ class SyncTransport:
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self.max_bytes = max_bytes
-        self.session = requests.Session()
+        self._session: requests.Session | None = None
+
+    @property
+    def session(self) -> requests.Session:
+        # Made on first use: a hook that only makes async calls (in a trigger) never needs one.
+        if self._session is None:
+            self._session = requests.Session()
+        return self._session
 
     def close(self) -> None:
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
 
     def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
         return self._exchange(

@@ -60,6 +60,7 @@ class _RefreshTrigger(BaseTrigger):
         self.tolerate_cancelled = tolerate_cancelled
         self.hook_params = dict(hook_params or {})
         self._warned: set[str] = set()
+        self._last_summary: str | None = None
         self.last: Refresh | None = None
         self.last_error: WdataError | None = None
 
@@ -117,7 +118,9 @@ class _RefreshTrigger(BaseTrigger):
             self._warned.add(status)
             log.warning("Wdata reported an unknown status %r; treating it as still in progress.", status)
         if not decision.done:
-            log.info("%s", decision.summary)
+            if decision.summary != self._last_summary:  # log changes, not every poll
+                self._last_summary = decision.summary
+                log.info("%s", decision.summary)
             return None
         message = decision.summary if decision.outcome.value == "success" else decision.failure_report()
         return self.event(decision.outcome.value, message, refresh, decision)
