@@ -19,7 +19,7 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 def test_provider_info_matches_airflow_schema():
     import jsonschema
-    from airflow import providers_manager  # noqa: F401  (the schema ships beside it)
+    from airflow import providers_manager
 
     schema_path = Path(providers_manager.__file__).with_name("provider_info.schema.json")
     jsonschema.validate(get_provider_info(), json.loads(schema_path.read_text()))

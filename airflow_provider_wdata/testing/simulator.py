@@ -13,9 +13,9 @@ Decisions taken where the public API description is silent (all of them are scri
   ``polls_to_finish=0`` it is already terminal in the POST response.
 * Each GET of a batch advances every child by one poll. With ``batch_status="derived"`` each batch-level
   status (source and destination separately) stays ``running`` until every child is terminal, then reads
-  ``error`` if any child has ``error`` on that side, else ``cancelled`` if any child has ``cancelled``,
-  else ``complete``. With ``batch_status="complete"`` both batch statuses read ``complete`` once the
-  children are terminal, whatever the children say. The batch ``error`` text is always ``null``.
+  ``error`` if any child has ``error`` on that side, else ``cancelled`` if every child was cancelled,
+  else ``complete`` (a cancelled child does not cancel its batch). With ``batch_status="complete"`` both
+  batch statuses read ``complete`` once the children are terminal, whatever the children say. The batch ``error`` text is always ``null``.
 * ``workspaceId`` given on a status call is echoed in the returned runs; otherwise the value given when
   the refresh started (else the connection's workspace) is returned.
 * Faults (:class:`Fault`) are answered before authentication and before any state changes, except the
@@ -334,6 +334,7 @@ class WdataSimulator:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._busy: dict[object, int] = {}  # connection (protocol) -> requests in flight; loop thread only
 
         if connections is None:
             connections = [
@@ -690,7 +691,10 @@ class WdataSimulator:
             server.close()
         if close_connections and self._runner is not None and self._runner.server is not None:
             for handler in self._runner.server.connections:
-                handler.close()  # idle keep-alive connections close now, busy ones after their response
+                if self._busy.get(handler):
+                    handler.close()  # closes once its response is written
+                else:
+                    handler.force_close()  # an idle keep-alive connection: close it now
 
     async def _astop(self) -> None:
         await self._astop_listening(close_connections=False)
@@ -700,6 +704,16 @@ class WdataSimulator:
     # ------------------------------------------------------------------------------ request pipeline
 
     async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        protocol = request.protocol
+        self._busy[protocol] = self._busy.get(protocol, 0) + 1
+        try:
+            return await self._handle(request, handler)
+        finally:
+            left = self._busy.pop(protocol) - 1
+            if left:
+                self._busy[protocol] = left
+
+    async def _handle(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         body = await request.read()
         if self.record_requests:
             recorded = RecordedRequest(
@@ -1152,10 +1166,12 @@ def _check_outcome(outcome: str) -> None:
 
 
 def _worst(statuses: Iterable[str]) -> str:
+    # A cancelled child does not cancel its batch (that is what cancelUnwritables is for): only an error
+    # does, or every child being cancelled.
     values = set(statuses)
     if "error" in values:
         return "error"
-    if "cancelled" in values:
+    if values == {"cancelled"}:
         return "cancelled"
     return "complete"
 
