@@ -15,7 +15,8 @@ Decisions taken where the public API description is silent (all of them are scri
   status (source and destination separately) stays ``running`` until every child is terminal, then reads
   ``error`` if any child has ``error`` on that side, else ``cancelled`` if every child was cancelled,
   else ``complete`` (a cancelled child does not cancel its batch). With ``batch_status="complete"`` both
-  batch statuses read ``complete`` once the children are terminal, whatever the children say. The batch ``error`` text is always ``null``.
+  batch statuses read ``complete`` once the children are terminal, whatever the children say. The batch
+  ``error`` text is always ``null``.
 * ``workspaceId`` given on a status call is echoed in the returned runs; otherwise the value given when
   the refresh started (else the connection's workspace) is returned.
 * Faults (:class:`Fault`) are answered before authentication and before any state changes, except the
