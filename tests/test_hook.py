@@ -21,7 +21,7 @@ from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.models import RefreshBatch
 from airflow_provider_wdata.testing import Fault
 from airflow_provider_wdata.tokens import TOKENS
-from tests.conftest import CANARY_SECRET
+from tests.conftest import CANARY_SECRET, CANARY_TOKEN_PREFIX
 
 FAST = {"backoff_initial": 0.01, "backoff_max": 0.02}
 BATCH_PATH = "/s/wdata/prep/api/v1/connections/batch/refresh"
@@ -412,7 +412,12 @@ def tls_simulator(tmp_path, monkeypatch):
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
     ca_path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
-    with WdataSimulator(client_id="tls-client", client_secret=CANARY_SECRET, ssl_context=server_context) as sim:
+    with WdataSimulator(
+        client_id="tls-client",
+        client_secret=CANARY_SECRET,
+        ssl_context=server_context,
+        token_prefix=CANARY_TOKEN_PREFIX,
+    ) as sim:
         yield sim, str(ca_path)
 
 

@@ -296,6 +296,7 @@ class WdataSimulator:
         start_status: int = 200,
         created_by: str = "sim-user@example.com",
         record_requests: bool = True,
+        token_prefix: str = "",
         backlog: int = 4096,
         shutdown_timeout: float = 1.0,
     ) -> None:
@@ -313,6 +314,8 @@ class WdataSimulator:
         self.start_status = start_status
         self.created_by = created_by
         self.record_requests = record_requests
+        #: Put in front of every issued token, so that a test can look for tokens in any output.
+        self.token_prefix = token_prefix
         self._backlog = backlog
         self._shutdown_timeout = shutdown_timeout
         self._requested_port = port
@@ -868,7 +871,7 @@ class WdataSimulator:
                 400,
                 no_store,
             )
-        token = secrets.token_urlsafe(32)
+        token = self.token_prefix + secrets.token_urlsafe(32)
         with self._lock:
             self._tokens[token] = self.clock() + self.token_lifetime
             self._issued.append(token)
