@@ -406,9 +406,7 @@ def refine_error(request: ApiRequest, error: Exception) -> Exception:
     ambiguous = isinstance(error, WdataApiError) and error.status in AMBIGUOUS_STATUSES
     if not (sent or ambiguous):
         return error
-    refined = WdataRefreshMayHaveStartedError(
+    return WdataRefreshMayHaveStartedError(
         f"{error} The refresh may have started: it is not sent again automatically. "
         "Check it in Wdata before starting it again."
     )
-    refined.__cause__ = error
-    return refined

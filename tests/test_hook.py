@@ -460,3 +460,26 @@ def test_verification_off_works_but_warns(tls_simulator, monkeypatch, all_logs):
     set_conn(monkeypatch, sim, verify=False)
     assert WdataHook().get_wdata_connection("conn-1").id == "conn-1"
     assert "TLS certificate verification is OFF" in all_logs.text
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(method="POST", path_contains="oauth2/token", status=500),
+        Fault(method="POST", path_contains="oauth2/token", kind="drop"),
+    ],
+    ids=["token-500", "token-dropped"],
+)
+def test_a_token_failure_before_a_start_is_not_mistaken_for_a_started_refresh(wdata_conn, sleeps, fault):
+    wdata_conn.add_fault(fault)
+    batch = WdataHook(**FAST).start_batch_refresh(["conn-1"])
+    assert batch.batch_refresh_id
+    assert len(api_requests(wdata_conn, "POST")) == 1
+    assert len(wdata_conn.token_requests) == 2 and len(sleeps) == 1
+
+
+def test_may_have_started_keeps_the_original_error_as_its_cause(wdata_conn):
+    wdata_conn.add_fault(Fault(method="POST", path_contains="batch/refresh", status=502))
+    with pytest.raises(WdataRefreshMayHaveStartedError) as info:
+        WdataHook(**FAST).start_batch_refresh(["conn-1"])
+    assert isinstance(info.value.__cause__, WdataApiError) and info.value.__cause__.status == 502

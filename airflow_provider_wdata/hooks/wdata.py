@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import tenacity
 
@@ -56,6 +56,22 @@ class _WaitRetryAfterOr(tenacity.wait.wait_base):
         if retry_after is not None:
             return min(float(retry_after), self.cap)
         return float(self.backoff(retry_state))
+
+
+def _sent(request: ApiRequest, config: WdataConfig, token: AccessToken) -> Generator[_Step, Any, RawResponse]:
+    """Send one request; a failure after which a start may have happened says so (token errors never do)."""
+    try:
+        raw: RawResponse = yield _Send(request, config, token)
+    except WdataError as error:
+        _raise_refined(request, error)
+    return raw
+
+
+def _raise_refined(request: ApiRequest, error: WdataError) -> NoReturn:
+    refined = protocol.refine_error(request, error)
+    if refined is error:
+        raise error
+    raise refined from error
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -153,29 +169,26 @@ class WdataHook(BaseHook):
 
     def _exchange(self, request: ApiRequest, config: WdataConfig) -> _Exchange:
         """One try of one call, as steps the sync and async drivers carry out: token, send, read."""
-        try:
+        token = yield _NeedToken(config)
+        raw = yield from _sent(request, config, token)
+        if raw.status == 401:
+            TOKENS.invalidate(config.token_key, token)
             token = yield _NeedToken(config)
-            raw: RawResponse = yield _Send(request, config, token)
+            raw = yield from _sent(request, config, token)
             if raw.status == 401:
-                TOKENS.invalidate(config.token_key, token)
-                token = yield _NeedToken(config)
-                raw = yield _Send(request, config, token)
-                if raw.status == 401:
-                    error = protocol.api_error(request, raw)
-                    raise WdataAuthError(
-                        f"Connection {config.conn_id!r}: the API refused a freshly issued token for "
-                        f"{request} ({'; '.join(error.messages) or 'HTTP 401'}). Check that the API grant "
-                        "of this client id may use Wdata.",
-                        status=401,
-                        method=request.method,
-                        path=request.path,
-                    )
+                error = protocol.api_error(request, raw)
+                raise WdataAuthError(
+                    f"Connection {config.conn_id!r}: the API refused a freshly issued token for "
+                    f"{request} ({'; '.join(error.messages) or 'HTTP 401'}). Check that the API grant "
+                    "of this client id may use Wdata.",
+                    status=401,
+                    method=request.method,
+                    path=request.path,
+                )
+        try:
             return protocol.read_envelope(request, raw, self.max_response_bytes)
         except WdataError as error:
-            refined = protocol.refine_error(request, error)
-            if refined is error:
-                raise
-            raise refined from error
+            _raise_refined(request, error)
 
     def _retrying_args(self, request: ApiRequest) -> dict[str, Any]:
         def log_retry(state: tenacity.RetryCallState) -> None:
