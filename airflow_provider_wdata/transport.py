@@ -53,6 +53,27 @@ def _failure(what: str, url: str, exc: BaseException, *, sent: bool) -> WdataTra
     )
 
 
+def _api_call(
+    request: ApiRequest, config: WdataConfig, token: AccessToken
+) -> tuple[str, str, WdataConfig, dict[str, Any]]:
+    headers = protocol.request_headers(token.value)
+    return (
+        request.method,
+        request.url(config.base_url),
+        config,
+        {
+            "params": request.params,
+            "json": request.json_body,
+            "headers": headers,
+        },
+    )
+
+
+def _token_call(config: WdataConfig) -> tuple[str, str, WdataConfig, dict[str, Any]]:
+    form = protocol.token_request_form(config)
+    return "POST", config.token_url, config, {"data": form, "headers": protocol.TOKEN_HEADERS}
+
+
 # ---------------------------------------------------------------------------------------------- sync
 
 
@@ -75,25 +96,12 @@ class SyncTransport:
             self._session.close()
 
     def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
-        return self._exchange(
-            request.method,
-            request.url(config.base_url),
-            config,
-            params=request.params,
-            json=request.json_body,
-            headers=protocol.request_headers(token.value),
-        )
+        return self._exchange(*_api_call(request, config, token))
 
     def post_token(self, config: WdataConfig) -> RawResponse:
-        return self._exchange(
-            "POST",
-            config.token_url,
-            config,
-            data=protocol.token_request_form(config),
-            headers=protocol.TOKEN_HEADERS,
-        )
+        return self._exchange(*_token_call(config))
 
-    def _exchange(self, method: str, url: str, config: WdataConfig, **kwargs: Any) -> RawResponse:
+    def _exchange(self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any]) -> RawResponse:
         try:
             response = self.session.request(
                 method,
@@ -173,25 +181,12 @@ class AsyncTransport:
         self.max_bytes = max_bytes
 
     async def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
-        return await self._exchange(
-            request.method,
-            request.url(config.base_url),
-            config,
-            params=request.params,
-            json=request.json_body,
-            headers=protocol.request_headers(token.value),
-        )
+        return await self._exchange(*_api_call(request, config, token))
 
     async def post_token(self, config: WdataConfig) -> RawResponse:
-        return await self._exchange(
-            "POST",
-            config.token_url,
-            config,
-            data=protocol.token_request_form(config),
-            headers=protocol.TOKEN_HEADERS,
-        )
+        return await self._exchange(*_token_call(config))
 
-    async def _exchange(self, method: str, url: str, config: WdataConfig, **kwargs: Any) -> RawResponse:
+    async def _exchange(self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any]) -> RawResponse:
         session = await shared_session()
         try:
             async with session.request(

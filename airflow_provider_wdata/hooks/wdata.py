@@ -74,6 +74,13 @@ def _raise_refined(request: ApiRequest, error: WdataError) -> NoReturn:
     raise refined from error
 
 
+def _build(config: WdataConfig, build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> ApiRequest:
+    """Build a request, with the connection's workspace where the caller gave none."""
+    if "workspace_id" in kw and kw["workspace_id"] is None:
+        kw["workspace_id"] = config.workspace_id
+    return build(*args, **kw)
+
+
 def _is_retryable(error: BaseException) -> bool:
     return isinstance(error, WdataError) and error.retryable
 
@@ -229,25 +236,21 @@ class WdataHook(BaseHook):
     def _send(self, request: ApiRequest, config: WdataConfig) -> Envelope:
         for attempt in tenacity.Retrying(**self._retrying_args(request)):
             with attempt:
-                exchange = self._exchange(request, config)
-                step = next(exchange)
+                exchange, result, error = self._exchange(request, config), None, None
                 while True:
                     try:
-                        result = self._perform(step)
-                    except WdataError as error:
-                        step = exchange.throw(error)
-                    else:
-                        try:
-                            step = exchange.send(result)
-                        except StopIteration as done:
-                            return done.value
+                        step = exchange.throw(error) if error else exchange.send(result)
+                    except StopIteration as done:
+                        return done.value
+                    try:
+                        result, error = self._perform(step), None
+                    except WdataError as failure:
+                        result, error = None, failure
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _call(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
         config = self.config
-        if "workspace_id" in kw and kw["workspace_id"] is None:
-            kw["workspace_id"] = config.workspace_id
-        return parse(self._send(build(*args, **kw), config).body)
+        return parse(self._send(_build(config, build, *args, **kw), config).body)
 
     # ----------------------------------------------------------------------------------- async driver
 
@@ -264,25 +267,21 @@ class WdataHook(BaseHook):
     async def _asend(self, request: ApiRequest, config: WdataConfig) -> Envelope:
         async for attempt in tenacity.AsyncRetrying(**self._retrying_args(request)):
             with attempt:
-                exchange = self._exchange(request, config)
-                step = next(exchange)
+                exchange, result, error = self._exchange(request, config), None, None
                 while True:
                     try:
-                        result = await self._aperform(step)
-                    except WdataError as error:
-                        step = exchange.throw(error)
-                    else:
-                        try:
-                            step = exchange.send(result)
-                        except StopIteration as done:
-                            return done.value
+                        step = exchange.throw(error) if error else exchange.send(result)
+                    except StopIteration as done:
+                        return done.value
+                    try:
+                        result, error = await self._aperform(step), None
+                    except WdataError as failure:
+                        result, error = None, failure
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _acall(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
         config = await self.aget_config()
-        if "workspace_id" in kw and kw["workspace_id"] is None:
-            kw["workspace_id"] = config.workspace_id
-        return parse((await self._asend(build(*args, **kw), config)).body)
+        return parse((await self._asend(_build(config, build, *args, **kw), config)).body)
 
     # ---------------------------------------------------------------------------------------- calls
 
