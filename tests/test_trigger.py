@@ -183,3 +183,17 @@ async def test_connection_refresh_trigger(wdata_conn):
     )
     [event] = await events_of(trigger)
     assert event["status"] == "failed" and "Destination missing" in event["message"]
+
+
+async def test_many_triggers_in_one_loop_share_keep_alive_connections(wdata_conn):
+    wdata_conn.polls_to_finish = 4
+    batch_ids = [await asyncio.to_thread(start_batch, "conn-1") for _ in range(10)]
+    opened_before = wdata_conn.connections_opened
+    triggers = [batch_trigger(batch_id, poll=0.05) for batch_id in batch_ids]
+    results = await asyncio.gather(*(events_of(t) for t in triggers))
+    assert [events[0]["status"] for events in results] == ["success"] * 10
+    polls = status_gets(wdata_conn)
+    assert polls >= 40
+    opened = wdata_conn.connections_opened - opened_before
+    assert opened <= 10 + 1, f"{opened} connections for {polls} polls: one per concurrent request at most"
+    assert len(wdata_conn.token_requests) == 1
