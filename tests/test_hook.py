@@ -358,6 +358,7 @@ def test_test_connection_reports_success_and_a_wrong_secret(simulator, monkeypat
     ok, message = WdataHook("wdata_wrong").test_connection()
     assert not ok
     assert "invalid_client" in message and "client secret" in message
+    assert "wdata_wrong" not in message, "the UI tests a copy saved under a random id: naming it would confuse"
     assert "not-the-secret" not in message and CANARY_SECRET not in message
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import airflow_provider_wdata
 from airflow_provider_wdata import get_provider_info
+from airflow_provider_wdata.connection_form import CONN_FIELDS
 from airflow_provider_wdata.hooks.wdata import WdataHook
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -62,3 +63,38 @@ def test_airflow_lists_the_provider_and_its_hook(cli_env):
     hooks = json.loads(airflow_cli(cli_env, "providers", "hooks", "--output", "json"))
     wdata = [h for h in hooks if h.get("connection_type") == "wdata"]
     assert wdata and wdata[0]["class"] == "airflow_provider_wdata.hooks.wdata.WdataHook"
+
+
+def test_legacy_form_uses_only_field_classes_that_airflow_renders():
+    """Airflow 2.11-3.1 drop the whole hook (no form, no Test button, no get_hook) when one of its form fields
+    is of another class than these four."""
+    wtforms = pytest.importorskip("wtforms")
+    pytest.importorskip("flask_appbuilder")
+    widgets = WdataHook.get_connection_form_widgets()
+    assert set(widgets) == set(CONN_FIELDS)
+    allowed = {wtforms.StringField, wtforms.IntegerField, wtforms.BooleanField, wtforms.PasswordField}
+    assert {name: field.field_class for name, field in widgets.items() if field.field_class not in allowed} == {}
+
+
+def test_the_ui_gets_the_whole_form():
+    """What the React UI (Airflow 3.1+) reads from GET /ui/connections/hook_meta."""
+    from importlib.metadata import version
+
+    if version("apache-airflow").startswith(("2.", "3.0.")):
+        pytest.skip("no hook_meta form without the FAB provider before Airflow 3.1")
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    meta = next(m for m in HookMetaService.hook_meta_data() if m.connection_type == "wdata")
+    assert meta.hook_name == "Workiva Wdata"
+    standard = meta.standard_fields
+    assert (standard.login.title, standard.password.title, standard.host.title) == (
+        "Client ID",
+        "Client Secret",
+        "Base URL (optional)",
+    )
+    assert standard.url_schema.hidden and standard.port.hidden
+    assert set(meta.extra_fields) == set(CONN_FIELDS)
+    assert meta.extra_fields["region"]["schema"]["enum"] == ["us", "eu", "apac"]
+    assert [meta.extra_fields[name]["schema"]["title"] for name in CONN_FIELDS] == [
+        field["label"] for field in CONN_FIELDS.values()
+    ]

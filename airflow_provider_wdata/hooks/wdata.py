@@ -419,7 +419,7 @@ class WdataHook(BaseHook):
             config = self.config
             envelope = self._send(protocol.list_connections(limit=1), config)
         except WdataError as error:
-            return False, str(error)
+            return False, _without_conn_id(str(error), self.wdata_conn_id)
         seen = "at least one connection" if _connections(envelope) else "no connections yet"
         return True, f"Connected to Wdata at {config.base_url} as client {config.client_id}: {seen} visible."
 
@@ -440,6 +440,15 @@ class WdataHook(BaseHook):
         from airflow_provider_wdata.connection_form import legacy_widgets
 
         return legacy_widgets()
+
+
+def _without_conn_id(message: str, conn_id: str) -> str:
+    """The UI's "Test" button checks a copy of the connection saved under a random id: leave that id out."""
+    named = f"Connection {conn_id!r}"
+    if message.startswith(f"{named}: "):
+        rest = message[len(named) + 2 :]
+        return rest[:1].upper() + rest[1:]
+    return message.replace(named, "The connection", 1)
 
 
 def _connections(envelope: Envelope) -> list[WdataConnection]:
