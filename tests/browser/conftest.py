@@ -30,7 +30,7 @@ def chromium(pytestconfig: pytest.Config) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # sync_playwright runs an event loop: never beyond this module
 def browser(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     """Headless Debian Chromium driven by Playwright, with a fresh profile (--user-data-dir)."""
     profile = tmp_path_factory.mktemp("chromium-profile")
