@@ -1,4 +1,14 @@
-"""Every import that differs between Airflow 2.11 and 3.x, in one place."""
+"""Every import that differs between Airflow 2.11 and 3.x, in one place (``make matrix`` checks each release).
+
+- BaseOperator, BaseSensorOperator, PokeReturnValue, Connection, Context: ``airflow.sdk`` from 3.0.
+- BaseHook: ``airflow.sdk`` from 3.1 (3.0 still has it in ``airflow.hooks.base`` only); its
+  ``aget_connection`` from 3.1 too, before which ``get_connection`` runs in a thread.
+- AirflowException, AirflowSkipException, conf: ``airflow.sdk.exceptions`` and ``airflow.sdk.configuration``
+  from 3.2. 3.1 has no ``airflow.sdk.configuration`` and no ``AirflowSkipException`` in
+  ``airflow.sdk.exceptions``; its task runner, like 3.0's, catches ``airflow.exceptions.AirflowSkipException``.
+  From 3.2 on, ``airflow.exceptions`` re-exports the ``airflow.sdk.exceptions`` classes.
+- BaseTrigger, TriggerEvent: ``airflow.triggers.base`` on every version.
+"""
 
 from __future__ import annotations
 
@@ -11,31 +21,33 @@ from packaging.version import Version
 _AIRFLOW = Version(Version(AIRFLOW_VERSION).base_version)
 AIRFLOW_V_3_0_PLUS = Version("3.0.0") <= _AIRFLOW
 AIRFLOW_V_3_1_PLUS = Version("3.1.0") <= _AIRFLOW
+AIRFLOW_V_3_2_PLUS = Version("3.2.0") <= _AIRFLOW
 
 if AIRFLOW_V_3_0_PLUS:
-    from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, Connection, PokeReturnValue
-    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+    from airflow.sdk import BaseOperator, BaseSensorOperator, Connection, Context, PokeReturnValue
 else:
-    from airflow.exceptions import AirflowException, AirflowSkipException  # type: ignore
-    from airflow.hooks.base import BaseHook  # type: ignore
     from airflow.models import BaseOperator  # type: ignore
     from airflow.models.connection import Connection  # type: ignore
     from airflow.sensors.base import BaseSensorOperator, PokeReturnValue  # type: ignore
+    from airflow.utils.context import Context  # type: ignore
 
 if AIRFLOW_V_3_1_PLUS:
+    from airflow.sdk import BaseHook
+else:
+    from airflow.hooks.base import BaseHook  # type: ignore
+
+if AIRFLOW_V_3_2_PLUS:
     from airflow.sdk.configuration import conf
+    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 else:
     from airflow.configuration import conf  # type: ignore
-
-if AIRFLOW_V_3_0_PLUS:
-    from airflow.sdk import Context
-else:
-    from airflow.utils.context import Context  # type: ignore
+    from airflow.exceptions import AirflowException, AirflowSkipException  # type: ignore
 
 __all__ = [
     "AIRFLOW_VERSION",
     "AIRFLOW_V_3_0_PLUS",
     "AIRFLOW_V_3_1_PLUS",
+    "AIRFLOW_V_3_2_PLUS",
     "AirflowException",
     "AirflowSkipException",
     "BaseHook",

@@ -9,7 +9,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_wdata.connection_form import REGIONS
+from airflow_provider_wdata.connection_form import (
+    DEFAULT_REGION,
+    DEFAULT_TIMEOUT_SECONDS,
+    MAX_WORKSPACE_ID_LENGTH,
+    REGIONS,
+)
 from airflow_provider_wdata.exceptions import WdataConfigError
 
 API_BASE_URLS = {
@@ -23,8 +28,7 @@ TOKEN_URLS = {
     "apac": "https://api.apac.wdesk.com/iam/v1/oauth2/token",
 }
 TOKEN_PATH = "/iam/v1/oauth2/token"
-DEFAULT_TIMEOUT = 30.0
-MAX_WORKSPACE_ID_LENGTH = 40
+DEFAULT_TIMEOUT = float(DEFAULT_TIMEOUT_SECONDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +82,32 @@ def _as_bool(value: Any, *, conn_id: str, field: str) -> bool:
     raise WdataConfigError(f"Connection {conn_id!r}: extra {field!r} must be true or false, not {value!r}.")
 
 
+def _with_port(host: str, port: int | None, conn_id: str) -> str:
+    url = host if "://" in host else f"https://{host}"
+    if not port:
+        return url
+    parts = urlsplit(url)
+    try:
+        has_port = parts.port is not None
+    except ValueError:
+        has_port = True
+    if has_port or parts.username or not parts.hostname:
+        raise WdataConfigError(
+            f"Connection {conn_id!r}: give the port once, either in host or in port, and no credentials in host."
+        )
+    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return parts._replace(netloc=f"{name}:{port}").geturl()
+
+
+def _default_token_url(base_url: str) -> str:
+    """A regional API host has its region's token host; any other host serves the token path itself."""
+    origin = urlsplit(base_url)
+    for region, api_base in API_BASE_URLS.items():
+        if urlsplit(api_base).netloc == origin.netloc:
+            return TOKEN_URLS[region]
+    return f"{origin.scheme}://{origin.netloc}{TOKEN_PATH}"
+
+
 def _checked_url(url: str, *, conn_id: str, field: str, allow_http: bool) -> str:
     try:
         parts = urlsplit(url)
@@ -121,7 +151,7 @@ def build_config(
             f"Connection {conn_id!r} has no client secret: set its password to the OAuth2 client secret."
         )
     allow_http = _as_bool(_extra(extras, "allow_insecure_http") or False, conn_id=conn_id, field="allow_insecure_http")
-    region = str(_extra(extras, "region") or "us").strip().lower()
+    region = str(_extra(extras, "region") or DEFAULT_REGION).strip().lower()
     if region not in REGIONS:
         raise WdataConfigError(
             f"Connection {conn_id!r}: unknown region {region!r} in extra 'region'; "
@@ -129,22 +159,17 @@ def build_config(
         )
 
     if host:
-        base = host.strip() if "://" in host else f"https://{host.strip()}"
-        if port:
-            parts = urlsplit(base)
-            base = parts._replace(netloc=f"{parts.hostname}:{port}").geturl()
-        base_url = _checked_url(base, conn_id=conn_id, field="host", allow_http=allow_http)
+        base_url = _checked_url(
+            _with_port(host.strip(), port, conn_id), conn_id=conn_id, field="host", allow_http=allow_http
+        )
     else:
         base_url = API_BASE_URLS[region]
 
     token_url = _extra(extras, "token_url")
     if token_url:
         token_url = _checked_url(str(token_url), conn_id=conn_id, field="token_url", allow_http=allow_http)
-    elif host:
-        origin = urlsplit(base_url)
-        token_url = f"{origin.scheme}://{origin.netloc}{TOKEN_PATH}"
     else:
-        token_url = TOKEN_URLS[region]
+        token_url = _default_token_url(base_url)
 
     raw_timeout = timeout if timeout is not None else _extra(extras, "timeout")
     try:

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from typing import Any
 
+# This module imports nothing of the provider: Airflow reads get_provider_info() while it is still starting.
 REGIONS = ("us", "eu", "apac")
 DEFAULT_REGION = "us"
 DEFAULT_TIMEOUT_SECONDS = 30
-#: The service's limit (also checked by ``config.build_config``).
-WORKSPACE_ID_MAX_LENGTH = 40
+#: The service's limit on a workspaceId.
+MAX_WORKSPACE_ID_LENGTH = 40
 
 _TOKEN_URL_HELP = (
     "Optional OAuth2 token endpoint. Empty: the region's, or /iam/v1/oauth2/token on the Base URL's host. "
@@ -44,7 +45,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "workspace_id": {
         "label": "Workspace ID",
-        "schema": {"type": ["string", "null"], "maxLength": WORKSPACE_ID_MAX_LENGTH},
+        "schema": {"type": ["string", "null"], "maxLength": MAX_WORKSPACE_ID_LENGTH},
         "description": "Optional: the workspaceId sent with every call unless a task gives its own.",
     },
     "token_url": {
@@ -111,7 +112,7 @@ def legacy_widgets() -> dict[str, Any]:
         ),
         "workspace_id": StringField(
             label("workspace_id"),
-            validators=[Optional(), Length(max=WORKSPACE_ID_MAX_LENGTH)],
+            validators=[Optional(), Length(max=MAX_WORKSPACE_ID_LENGTH)],
             description=description("workspace_id"),
             widget=BS3TextFieldWidget(),
         ),

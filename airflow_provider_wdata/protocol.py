@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pendulum
 
@@ -33,6 +33,8 @@ USER_AGENT = f"airflow-provider-wdata/{__version__} apache-airflow/{AIRFLOW_VERS
 MAX_BATCH_SIZE = 100
 #: Page size used by ``list_connections`` (the service accepts 1..1000).
 MAX_PAGE_SIZE = 1000
+#: Lifetime assumed for a token whose answer gives no usable ``expires_in`` (seconds).
+DEFAULT_TOKEN_LIFETIME = 300.0
 #: Characters of an unreadable body quoted in an error message.
 EXCERPT_CHARS = 200
 
@@ -40,8 +42,6 @@ EXCERPT_CHARS = 200
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Statuses after which the service certainly did not start anything: safe to send a start again.
 NOT_ACCEPTED_STATUSES = frozenset({429, 503})
-#: Statuses after which a start may or may not have happened.
-AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
 
 _FORBIDDEN_IN_ID = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
 
@@ -243,8 +243,8 @@ def excerpt(body: bytes, hide: Iterable[str] = ()) -> str:
     """A short, single-line quote of a body for an error message, with any secret blanked out."""
     text = " ".join(body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split())
     for secret in hide:
-        if secret:
-            text = text.replace(secret, "***")
+        for form in {secret, quote_plus(secret), quote(secret, safe="")} if secret else ():
+            text = text.replace(form, "***")
     return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "") if text else "(empty body)"
 
 
@@ -392,9 +392,9 @@ def read_token(config: WdataConfig, raw: RawResponse) -> tuple[str, float]:
             path=config.token_url,
         )
     try:
-        expires_in = float(payload.get("expires_in") or 0)
-    except (TypeError, ValueError):
-        expires_in = 0.0
+        expires_in = float(payload["expires_in"])
+    except (KeyError, TypeError, ValueError):
+        expires_in = DEFAULT_TOKEN_LIFETIME
     return token, expires_in
 
 
@@ -403,7 +403,10 @@ def refine_error(request: ApiRequest, error: Exception) -> Exception:
     if not request.starts_refresh:
         return error
     sent = isinstance(error, WdataTransportError) and error.request_sent
-    ambiguous = isinstance(error, WdataApiError) and error.status in AMBIGUOUS_STATUSES
+    # A 2xx we could not read, or a 5xx other than 503, may stand for a batch that started.
+    ambiguous = isinstance(error, WdataApiError) and (
+        200 <= error.status < 300 or (error.status >= 500 and error.status not in NOT_ACCEPTED_STATUSES)
+    )
     if not (sent or ambiguous):
         return error
     return WdataRefreshMayHaveStartedError(

@@ -22,7 +22,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from airflow_provider_wdata import protocol
 from airflow_provider_wdata.config import WdataConfig
-from airflow_provider_wdata.exceptions import WdataTransportError
+from airflow_provider_wdata.exceptions import WdataConfigError, WdataTransportError
 from airflow_provider_wdata.protocol import ApiRequest, RawResponse
 from airflow_provider_wdata.tokens import AccessToken
 
@@ -41,6 +41,13 @@ def _tls_hint(url: str, verify: bool | str) -> str:
         else "if the service uses a private CA, set extra 'verify' to the path of its CA bundle"
     )
     return f"TLS verification of {host} failed; {fix}."
+
+
+def _bad_ca_bundle(config: WdataConfig) -> WdataConfigError:
+    return WdataConfigError(
+        f"Connection {config.conn_id!r}: extra 'verify' names {config.verify!r}, which is not a readable CA "
+        "bundle; fix the path, or set verify to true to use the system's certificates."
+    )
 
 
 def _failure(what: str, url: str, exc: BaseException, *, sent: bool) -> WdataTransportError:
@@ -120,8 +127,8 @@ class SyncTransport:
                         return RawResponse(response.status_code, response.headers, b"", too_large=True)
                     chunks.append(chunk)
                 return RawResponse(response.status_code, response.headers, b"".join(chunks))
-        except requests.exceptions.SSLError as exc:
-            raise WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False) from exc
+        except requests.exceptions.SSLError:
+            raise WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False) from None
         except requests.exceptions.ConnectTimeout as exc:
             raise _failure(f"{method} to", url, exc, sent=False) from None
         except requests.exceptions.ConnectionError as exc:
@@ -130,6 +137,8 @@ class SyncTransport:
             raise _failure(f"{method} to", url, reason or exc, sent=sent) from None
         except requests.exceptions.RequestException as exc:
             raise _failure(f"{method} to", url, exc, sent=True) from None
+        except OSError:  # after RequestException, which is an OSError too: an unreadable CA bundle
+            raise _bad_ca_bundle(config) from None
 
 
 # --------------------------------------------------------------------------------------------- async
@@ -167,6 +176,9 @@ async def shared_session() -> aiohttp.ClientSession:
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=ASYNC_POOL_SIZE, ttl_dns_cache=300),
         headers={"User-Agent": protocol.USER_AGENT},
+        # Shared by every credential in the loop: keep no cookies; honour proxy settings as requests does.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=True,
     )
     keeper = _close_with_loop(session)
     await keeper.__anext__()
@@ -189,11 +201,17 @@ class AsyncTransport:
     async def _exchange(self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any]) -> RawResponse:
         session = await shared_session()
         try:
+            ssl_context = _ssl_for(config.verify)
+        except OSError:
+            raise _bad_ca_bundle(config) from None
+        try:
             async with session.request(
                 method,
                 url,
-                timeout=aiohttp.ClientTimeout(total=config.timeout),
-                ssl=_ssl_for(config.verify),
+                # Like requests: the timeout bounds the connect and each read, so a slow connect is
+                # known not to have sent anything.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.timeout, sock_read=config.timeout),
+                ssl=ssl_context,
                 allow_redirects=False,
                 **kwargs,
             ) as response:
@@ -206,8 +224,8 @@ class AsyncTransport:
                         return RawResponse(response.status, response.headers, b"", too_large=True)
                     chunks.append(chunk)
                 return RawResponse(response.status, response.headers, b"".join(chunks))
-        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-            raise WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False) from exc
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError):
+            raise WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False) from None
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise _failure(f"{method} to", url, exc, sent=False) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

@@ -99,3 +99,16 @@ def test_plain_http_allowed_on_loopback_or_when_asked():
     assert config(host="http://[::1]:8080").base_url == "http://[::1]:8080"
     allowed = config({"allow_insecure_http": True}, host="http://wdata.internal.test")
     assert allowed.base_url == "http://wdata.internal.test"
+
+
+@pytest.mark.parametrize("region", ["us", "eu", "apac"])
+def test_a_regional_host_keeps_its_regions_token_url(region):
+    assert config(host=API_BASE_URLS[region]).token_url == TOKEN_URLS[region]
+
+
+def test_ports_and_ipv6_hosts():
+    assert config(host="http://[::1]", port=9000).base_url == "http://[::1]:9000"
+    with pytest.raises(WdataConfigError, match="give the port once"):
+        config(host="https://x.test:8443", port=9000)
+    with pytest.raises(WdataConfigError, match="no credentials in host"):
+        config(host="https://user@x.test", port=9000)

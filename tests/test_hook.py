@@ -484,3 +484,68 @@ def test_may_have_started_keeps_the_original_error_as_its_cause(wdata_conn):
     with pytest.raises(WdataRefreshMayHaveStartedError) as info:
         WdataHook(**FAST).start_batch_refresh(["conn-1"])
     assert isinstance(info.value.__cause__, WdataApiError) and info.value.__cause__.status == 502
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(method="POST", path_contains="batch/refresh", kind="huge", size=2_000_000),
+        Fault(method="POST", path_contains="batch/refresh", kind="malformed"),
+        Fault(method="POST", path_contains="batch/refresh", status=520),
+    ],
+    ids=["2xx-too-large", "2xx-unreadable", "520"],
+)
+def test_a_start_answered_unreadably_may_have_started(wdata_conn, sleeps, fault):
+    wdata_conn.add_fault(fault)
+    with pytest.raises(WdataRefreshMayHaveStartedError):
+        WdataHook(max_response_bytes=1_000_000, **FAST).start_batch_refresh(["conn-1"])
+    assert len(api_requests(wdata_conn, "POST")) == 1 and sleeps == []
+
+
+def test_an_unreadable_ca_bundle_is_a_config_error(tls_simulator, monkeypatch, tmp_path):
+    sim, _ = tls_simulator
+    set_conn(monkeypatch, sim, verify=str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(WdataConfigError, match="not a readable CA bundle"):
+        WdataHook().get_wdata_connection("conn-1")
+
+    async def main():
+        return await WdataHook().aget_wdata_connection("conn-1")
+
+    with pytest.raises(WdataConfigError, match="not a readable CA bundle"):
+        asyncio.run(main())
+    ok, message = WdataHook().test_connection()
+    assert not ok and "not a readable CA bundle" in message
+
+
+def test_hook_limits_are_checked():
+    with pytest.raises(WdataConfigError, match="max_attempts"):
+        WdataHook(max_attempts=0)
+    with pytest.raises(WdataConfigError, match="backoff_max"):
+        WdataHook(backoff_max=-1)
+
+
+def test_a_cursor_that_comes_back_stops_the_listing():
+    from airflow_provider_wdata.hooks.wdata import _Pages
+    from airflow_provider_wdata.protocol import Envelope
+
+    pages = _Pages()
+    pages.add(Envelope([{"id": "a"}], 200, "c1"))
+    assert not pages.done and pages.cursor == "c1"
+    with pytest.raises(WdataApiError, match="cursor 'c1' twice"):
+        pages.add(Envelope([{"id": "b"}], 200, "c1"))
+
+
+def test_token_answers_without_expiry_are_kept_for_a_default_lifetime():
+    from airflow_provider_wdata.config import build_config
+    from airflow_provider_wdata.protocol import DEFAULT_TOKEN_LIFETIME, RawResponse, read_token
+
+    config = build_config("c", login="id", password="pw", host=None, port=None, extras={})
+    assert read_token(config, RawResponse(200, {}, b'{"access_token": "t"}')) == ("t", DEFAULT_TOKEN_LIFETIME)
+    assert read_token(config, RawResponse(200, {}, b'{"access_token": "t", "expires_in": 60}')) == ("t", 60.0)
+
+
+def test_excerpts_blank_out_encoded_secrets_too():
+    from airflow_provider_wdata.protocol import excerpt
+
+    body = b"grant_type=client_credentials&client_secret=a%2Bb%2Fc%3D&x=a+b/c="
+    assert "a%2Bb" not in excerpt(body, hide=("a+b/c=",)) and "a+b/c=" not in excerpt(body, hide=("a+b/c=",))

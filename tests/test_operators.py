@@ -154,3 +154,11 @@ def test_refresh_connection_failure_is_surfaced(wdata_conn):
     op = WdataRefreshConnectionOperator(task_id="one", connection_id="conn-1", poll_interval=0.05, deferrable=False)
     with pytest.raises(WdataRefreshFailedError, match="Token for source expired"):
         op.execute(context())
+
+
+def test_connection_operator_checks_its_arguments_when_the_dag_is_parsed():
+    with pytest.raises(WdataConfigError, match="connection_id"):
+        WdataRefreshConnectionOperator(task_id="one", connection_id="../x")
+    with pytest.raises(WdataConfigError, match="must be a dict"):
+        WdataRefreshConnectionOperator(task_id="one", connection_id="c", source_parameters="year=2026")
+    WdataRefreshConnectionOperator(task_id="one", connection_id="{{ params.connection }}")

@@ -197,3 +197,26 @@ async def test_many_triggers_in_one_loop_share_keep_alive_connections(wdata_conn
     opened = wdata_conn.connections_opened - opened_before
     assert opened <= 10 + 1, f"{opened} connections for {polls} polls: one per concurrent request at most"
     assert len(wdata_conn.token_requests) == 1
+
+
+async def test_a_read_never_outlasts_the_deadline(wdata_conn):
+    batch_id = await asyncio.to_thread(start_batch)
+    wdata_conn.add_fault(
+        Fault(method="GET", path_contains="/batch/refresh/", status=429, headers={"Retry-After": "3600"}, times=None)
+    )
+    trigger = BatchRefreshTrigger(
+        batch_id=batch_id, poll_interval=0.05, deadline=time.time() + 0.5, hook_params={"retry_after_max": 3600}
+    )
+    # Without the bound, the hook would sleep the service's hour inside one read.
+    [event] = await asyncio.wait_for(events_of(trigger), timeout=60)
+    assert event["status"] == "timeout"
+
+
+def test_retry_after_between_polls_is_capped_like_the_hooks():
+    from airflow_provider_wdata.exceptions import WdataApiError
+
+    trigger = BatchRefreshTrigger(batch_id="b", poll_interval=1, deadline=time.time() + 10_000)
+    trigger.last_error = WdataApiError("slow down", status=429, method="GET", path="/x", retry_after=86_400)
+    assert trigger.next_delay() == trigger.retry_after_max == 120
+    trigger.last_error = None
+    assert trigger.next_delay() == 1

@@ -12,7 +12,7 @@ import tenacity
 from airflow_provider_wdata import protocol
 from airflow_provider_wdata._compat import BaseHook, aget_connection
 from airflow_provider_wdata.config import WdataConfig, build_config
-from airflow_provider_wdata.exceptions import WdataAuthError, WdataError
+from airflow_provider_wdata.exceptions import WdataApiError, WdataAuthError, WdataConfigError, WdataError
 from airflow_provider_wdata.models import ConnectionRun, RefreshBatch, WdataConnection
 from airflow_provider_wdata.protocol import ApiRequest, Envelope, RawResponse
 from airflow_provider_wdata.tokens import DEFAULT_RENEW_MARGIN, TOKENS, AccessToken
@@ -58,7 +58,7 @@ class _WaitRetryAfterOr(tenacity.wait.wait_base):
         return float(self.backoff(retry_state))
 
 
-def _sent(request: ApiRequest, config: WdataConfig, token: AccessToken) -> Generator[_Step, Any, RawResponse]:
+def _send_step(request: ApiRequest, config: WdataConfig, token: AccessToken) -> Generator[_Step, Any, RawResponse]:
     """Send one request; a failure after which a start may have happened says so (token errors never do)."""
     try:
         raw: RawResponse = yield _Send(request, config, token)
@@ -119,8 +119,18 @@ class WdataHook(BaseHook):
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__()
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}.")
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise WdataConfigError(f"max_attempts must be a whole number of at least 1, not {max_attempts!r}.")
+        limits = {
+            "backoff_initial": backoff_initial,
+            "backoff_max": backoff_max,
+            "retry_after_max": retry_after_max,
+            "token_renew_margin": token_renew_margin,
+            "max_response_bytes": max_response_bytes,
+        }
+        for name, value in limits.items():
+            if not isinstance(value, (int, float)) or value < 0:
+                raise WdataConfigError(f"{name} must be a number of at least 0, not {value!r}.")
         self.wdata_conn_id = wdata_conn_id
         self.timeout = timeout
         self.max_attempts = max_attempts
@@ -177,11 +187,11 @@ class WdataHook(BaseHook):
     def _exchange(self, request: ApiRequest, config: WdataConfig) -> _Exchange:
         """One try of one call, as steps the sync and async drivers carry out: token, send, read."""
         token = yield _NeedToken(config)
-        raw = yield from _sent(request, config, token)
+        raw = yield from _send_step(request, config, token)
         if raw.status == 401:
             TOKENS.invalidate(config.token_key, token)
             token = yield _NeedToken(config)
-            raw = yield from _sent(request, config, token)
+            raw = yield from _send_step(request, config, token)
             if raw.status == 401:
                 error = protocol.api_error(request, raw)
                 raise WdataAuthError(
@@ -385,31 +395,37 @@ class WdataHook(BaseHook):
             WdataConnection.from_api, protocol.get_connection, connection_id, workspace_id=workspace_id
         )
 
-    def list_connections(self, *, page_size: int = protocol.MAX_PAGE_SIZE, **filters: str) -> list[WdataConnection]:
-        """Every Wdata connection, following the cursor through all pages.
-
-        ``filters``: ``source_type``, ``source_id``, ``destination_type``, ``destination_id``.
-        """
-        config, found, cursor = self.config, [], None
-        while True:
-            envelope = self._send(protocol.list_connections(cursor=cursor, limit=page_size, **filters), config)
-            found += _connections(envelope)
-            if not envelope.cursor:
-                return found
-            cursor = envelope.cursor
+    def list_connections(
+        self,
+        *,
+        source_type: str | None = None,
+        source_id: str | None = None,
+        destination_type: str | None = None,
+        destination_id: str | None = None,
+        page_size: int = protocol.MAX_PAGE_SIZE,
+    ) -> list[WdataConnection]:
+        """Every Wdata connection matching the filters, following the cursor through all pages."""
+        filters = _filters(source_type, source_id, destination_type, destination_id, page_size)
+        config, pages = self.config, _Pages()
+        while not pages.done:
+            pages.add(self._send(protocol.list_connections(cursor=pages.cursor, **filters), config))
+        return pages.found
 
     async def alist_connections(
-        self, *, page_size: int = protocol.MAX_PAGE_SIZE, **filters: str
+        self,
+        *,
+        source_type: str | None = None,
+        source_id: str | None = None,
+        destination_type: str | None = None,
+        destination_id: str | None = None,
+        page_size: int = protocol.MAX_PAGE_SIZE,
     ) -> list[WdataConnection]:
         """Async :meth:`list_connections`."""
-        config, found, cursor = await self.aget_config(), [], None
-        while True:
-            request = protocol.list_connections(cursor=cursor, limit=page_size, **filters)
-            envelope = await self._asend(request, config)
-            found += _connections(envelope)
-            if not envelope.cursor:
-                return found
-            cursor = envelope.cursor
+        filters = _filters(source_type, source_id, destination_type, destination_id, page_size)
+        config, pages = await self.aget_config(), _Pages()
+        while not pages.done:
+            pages.add(await self._asend(protocol.list_connections(cursor=pages.cursor, **filters), config))
+        return pages.found
 
     # ------------------------------------------------------------------------------------ Airflow UI
 
@@ -449,6 +465,42 @@ def _without_conn_id(message: str, conn_id: str) -> str:
         rest = message[len(named) + 2 :]
         return rest[:1].upper() + rest[1:]
     return message.replace(named, "The connection", 1)
+
+
+def _filters(
+    source_type: str | None, source_id: str | None, destination_type: str | None, destination_id: str | None, limit: int
+) -> dict[str, Any]:
+    return {
+        "source_type": source_type,
+        "source_id": source_id,
+        "destination_type": destination_type,
+        "destination_id": destination_id,
+        "limit": limit,
+    }
+
+
+class _Pages:
+    """Collects the pages of a list call; refuses a cursor that comes back (it would loop forever)."""
+
+    def __init__(self) -> None:
+        self.found: list[WdataConnection] = []
+        self.cursor: str | None = None
+        self.done = False
+        self._seen: set[str] = set()
+
+    def add(self, envelope: Envelope) -> None:
+        self.found += _connections(envelope)
+        self.cursor = envelope.cursor
+        self.done = not self.cursor
+        if self.cursor in self._seen:
+            raise WdataApiError(
+                f"Wdata returned the cursor {self.cursor!r} twice while listing connections; stopping.",
+                status=200,
+                method="GET",
+                path="/api/v1/connections",
+            )
+        if self.cursor:
+            self._seen.add(self.cursor)
 
 
 def _connections(envelope: Envelope) -> list[WdataConnection]:

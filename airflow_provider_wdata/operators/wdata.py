@@ -23,7 +23,7 @@ from airflow_provider_wdata.triggers.wdata import (
 )
 
 #: Default longest wait for a refresh to end (seconds): seven days, as for Airflow's sensors.
-DEFAULT_TIMEOUT = 7 * 24 * 3600.0
+DEFAULT_WAIT_TIMEOUT = 7 * 24 * 3600.0
 
 
 def _templated(value: Any) -> bool:
@@ -41,7 +41,7 @@ class _StartsRefresh(BaseOperator):
         wait_for_completion: bool = True,
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        timeout: float | timedelta = DEFAULT_WAIT_TIMEOUT,
         fail_fast: bool = False,
         tolerate_cancelled: bool = False,
         hook_params: dict[str, Any] | None = None,
@@ -166,16 +166,19 @@ class WdataRefreshConnectionOperator(_StartsRefresh):
         self.destination_parameters = destination_parameters
         self.use_previous_source_parameters = use_previous_source_parameters
         self.use_previous_destination_parameters = use_previous_destination_parameters
+        if not _templated([connection_id, source_parameters, destination_parameters]):
+            protocol.refresh_connection(connection_id, **self._fields())
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "source_parameters": self.source_parameters,
+            "destination_parameters": self.destination_parameters,
+            "use_previous_source_parameters": self.use_previous_source_parameters,
+            "use_previous_destination_parameters": self.use_previous_destination_parameters,
+        }
 
     def execute(self, context: Context) -> Any:
-        run = self.hook.refresh_connection(
-            self.connection_id,
-            workspace_id=self.workspace_id,
-            source_parameters=self.source_parameters,
-            destination_parameters=self.destination_parameters,
-            use_previous_source_parameters=self.use_previous_source_parameters,
-            use_previous_destination_parameters=self.use_previous_destination_parameters,
-        )
+        run = self.hook.refresh_connection(self.connection_id, workspace_id=self.workspace_id, **self._fields())
         if not run.job_id:
             raise WdataError(f"Wdata started a refresh of {self.connection_id} but returned no jobId: {run.to_dict()}")
         context["ti"].xcom_push(key="job_id", value=run.job_id)

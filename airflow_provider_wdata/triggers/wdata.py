@@ -16,9 +16,9 @@ from typing import Any
 import pendulum
 
 from airflow_provider_wdata._compat import AirflowSkipException, BaseTrigger, TriggerEvent
-from airflow_provider_wdata.decision import Decision, decide_batch, decide_connection_run
+from airflow_provider_wdata.decision import Decision, Outcome, decide_batch, decide_connection_run
 from airflow_provider_wdata.exceptions import WdataError, WdataRefreshFailedError, WdataRefreshTimeoutError
-from airflow_provider_wdata.hooks.wdata import WdataHook
+from airflow_provider_wdata.hooks.wdata import DEFAULT_RETRY_AFTER_MAX, WdataHook
 from airflow_provider_wdata.models import ConnectionRun, RefreshBatch
 
 #: Default seconds between two status reads.
@@ -59,6 +59,7 @@ class _RefreshTrigger(BaseTrigger):
         self.fail_fast = fail_fast
         self.tolerate_cancelled = tolerate_cancelled
         self.hook_params = dict(hook_params or {})
+        self.retry_after_max = float(self.hook_params.get("retry_after_max", DEFAULT_RETRY_AFTER_MAX))
         self._warned: set[str] = set()
         self._last_summary: str | None = None
         self.last: Refresh | None = None
@@ -122,7 +123,7 @@ class _RefreshTrigger(BaseTrigger):
                 self._last_summary = decision.summary
                 log.info("%s", decision.summary)
             return None
-        message = decision.summary if decision.outcome.value == "success" else decision.failure_report()
+        message = decision.summary if decision.outcome is Outcome.SUCCESS else decision.failure_report()
         return self.event(decision.outcome.value, message, refresh, decision)
 
     def on_read_error(self, error: WdataError, log: Any) -> dict[str, Any] | None:
@@ -139,7 +140,8 @@ class _RefreshTrigger(BaseTrigger):
         if remaining <= 0:
             return None
         retry_after = self.last_error.retry_after if self.last_error is not None else None
-        return min(max(self.poll_interval, retry_after or 0.0), remaining)
+        asked = min(retry_after or 0.0, self.retry_after_max)
+        return min(max(self.poll_interval, asked), remaining)
 
     def timeout_event(self) -> dict[str, Any]:
         seen = self.decide(self.last).summary if self.last is not None else "no status could be read"
@@ -173,7 +175,11 @@ class _RefreshTrigger(BaseTrigger):
         hook = WdataHook(self.wdata_conn_id, **self.hook_params)
         while True:
             try:
-                event = self.check(await self.afetch(hook), self.log)
+                # One read (with the hook's own tries) never outlasts the deadline.
+                read = self.afetch(hook)
+                event = self.check(await asyncio.wait_for(read, max(self.deadline - time.time(), 0.001)), self.log)
+            except asyncio.TimeoutError:
+                event = self.timeout_event()
             except WdataError as error:
                 event = self.on_read_error(error, self.log)
             except Exception as error:  # a bug must still end the wait with a readable event
