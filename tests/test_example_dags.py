@@ -25,7 +25,10 @@ pytestmark = pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="the example DAGs
 
 
 def test_example_dags_import_without_errors():
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.0 and 3.1
+        from airflow.models.dagbag import DagBag
 
     dagbag = DagBag(dag_folder=str(EXAMPLES))
     assert dagbag.import_errors == {}

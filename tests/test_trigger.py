@@ -153,7 +153,18 @@ async def test_wrong_secret_is_an_error_event_not_a_timeout(simulator, monkeypat
     assert "not-it" not in json.dumps(event) and CANARY_SECRET not in json.dumps(event)
 
 
-async def test_unknown_status_is_waited_on_and_warned_once(wdata_conn, all_logs):
+class RecordingLog:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def warning(self, message, *args) -> None:
+        self.lines.append(("warning", message % args))
+
+    def info(self, message, *args) -> None:
+        self.lines.append(("info", message % args))
+
+
+async def test_unknown_status_is_waited_on_and_warned_once(wdata_conn):
     body = {
         "batchRefreshId": "raw-1",
         "sourceStatus": "complete",
@@ -163,9 +174,13 @@ async def test_unknown_status_is_waited_on_and_warned_once(wdata_conn, all_logs)
     }
     wdata_conn.put_raw_batch("raw-1", body)
     [event] = await events_of(batch_trigger("raw-1", seconds=0.5, poll=0.1))
-    assert event["status"] == "timeout"
-    warnings = [line for line in all_logs.text.splitlines() if "queued_v2" in line]
-    assert len(warnings) == 1 and "warning" in warnings[0].lower()
+    assert event["status"] == "timeout", "an unknown status is still in progress"
+    trigger, log = batch_trigger("raw-1"), RecordingLog()
+    refresh = await WdataHook().aget_batch_refresh("raw-1")
+    for _ in range(3):
+        assert trigger.check(refresh, log) is None
+    warnings = [text for level, text in log.lines if level == "warning"]
+    assert len(warnings) == 1 and "'queued_v2'" in warnings[0]
 
 
 async def test_connection_refresh_trigger(wdata_conn):
