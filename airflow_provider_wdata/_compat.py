@@ -3,8 +3,8 @@
 - BaseOperator, BaseSensorOperator, PokeReturnValue, Connection, Context: ``airflow.sdk`` from 3.0.
 - BaseHook: ``airflow.sdk`` from 3.1 (3.0 still has it in ``airflow.hooks.base`` only); its
   ``aget_connection`` from 3.1 too, before which ``get_connection`` runs in a thread.
-- AirflowException, AirflowSkipException, conf: ``airflow.sdk.exceptions`` and ``airflow.sdk.configuration``
-  from 3.2. 3.1 has no ``airflow.sdk.configuration`` and no ``AirflowSkipException`` in
+- AirflowException, AirflowFailException, AirflowSkipException, conf: ``airflow.sdk.exceptions`` and
+  ``airflow.sdk.configuration`` from 3.2. 3.1 has no ``airflow.sdk.configuration`` and no ``AirflowSkipException`` in
   ``airflow.sdk.exceptions``; its task runner, like 3.0's, catches ``airflow.exceptions.AirflowSkipException``.
   From 3.2 on, ``airflow.exceptions`` re-exports the ``airflow.sdk.exceptions`` classes.
 - BaseTrigger, TriggerEvent: ``airflow.triggers.base`` on every version.
@@ -38,10 +38,10 @@ else:
 
 if AIRFLOW_V_3_2_PLUS:
     from airflow.sdk.configuration import conf
-    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 else:
     from airflow.configuration import conf  # type: ignore
-    from airflow.exceptions import AirflowException, AirflowSkipException  # type: ignore
+    from airflow.exceptions import AirflowException, AirflowFailException, AirflowSkipException  # type: ignore
 
 __all__ = [
     "AIRFLOW_VERSION",
@@ -49,6 +49,7 @@ __all__ = [
     "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_2_PLUS",
     "AirflowException",
+    "AirflowFailException",
     "AirflowSkipException",
     "BaseHook",
     "BaseOperator",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_wdata._compat import AirflowException
+from airflow_provider_wdata._compat import AirflowException, AirflowFailException
 
 
 class WdataError(AirflowException):
@@ -65,10 +65,11 @@ class WdataAuthError(WdataApiError):
         self.oauth_error = oauth_error
 
 
-class WdataRefreshMayHaveStartedError(WdataError):
+class WdataRefreshMayHaveStartedError(WdataError, AirflowFailException):
     """A request that starts a refresh failed in a way that leaves it unknown whether it started.
 
-    It is never sent again automatically: starting a refresh twice is worse than asking a person.
+    It is never sent again automatically, not even by the task's own retries (it is an
+    ``AirflowFailException``): starting a refresh twice is worse than asking a person.
     """
 
 

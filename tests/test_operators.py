@@ -162,3 +162,11 @@ def test_connection_operator_checks_its_arguments_when_the_dag_is_parsed():
     with pytest.raises(WdataConfigError, match="must be a dict"):
         WdataRefreshConnectionOperator(task_id="one", connection_id="c", source_parameters="year=2026")
     WdataRefreshConnectionOperator(task_id="one", connection_id="{{ params.connection }}")
+
+
+def test_a_start_that_may_have_happened_is_not_retried_by_airflow_either(wdata_conn):
+    from airflow_provider_wdata._compat import AirflowFailException
+
+    wdata_conn.add_fault(Fault(method="POST", path_contains="batch/refresh", status=500))
+    with pytest.raises(AirflowFailException, match="may have started"):  # Airflow fails such a task without retry
+        batch_op(["conn-1"]).execute(context())
