@@ -78,7 +78,7 @@ test-airflow2: $(AIRFLOW2_VENV)/.installed
 matrix: | $(UV)
 	$(MAKE) -j2 $(addsuffix /.installed,$(MATRIX_CELLS))
 	$(BIN)/python tests/compat/matrix.py --pytest-args '$(COMPAT_PYTEST)' --pythons '$(PYTHON_VERSIONS)' \
-		--output tests/compat/matrix.md $(MATRIX_CELLS)
+		--output tests/compat/matrix.md --readme README.md $(MATRIX_CELLS)
 
 demo: env
 	$(BIN)/python -m airflow_provider_wdata.testing.run_dag example_dags wdata_refresh_batch wdata_refresh_batch_and_wait

@@ -165,17 +165,31 @@ def table(cells: list[Cell], all_pythons: list[str], pytest_args: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_START, README_END = "<!-- matrix: written by make matrix -->", "<!-- /matrix -->"
+
+
+def update_readme(readme: Path, markdown: str) -> None:
+    """Replace the table between the README's markers with this run's."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    readme.write_text(text[:start] + "\n" + "\n".join(rows) + "\n" + text[end:], encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("venvs", nargs="+")
     parser.add_argument("--pytest-args", default='-m "not e2e and not browser" -p no:cacheprovider')
     parser.add_argument("--pythons", default="3.10 3.11 3.12 3.13", help="the table's columns")
     parser.add_argument("--output", type=Path, default=ROOT / "tests" / "compat" / "matrix.md")
+    parser.add_argument("--readme", type=Path, help="also put the table between the matrix markers of this file")
     args = parser.parse_args(argv)
     cells = [run_cell(venv, shlex.split(args.pytest_args)) for venv in args.venvs]
     markdown = table(cells, args.pythons.split(), args.pytest_args)
     args.output.write_text(markdown, encoding="utf-8")
     print("\n" + markdown + f"\n(written to {args.output})")
+    if args.readme:
+        update_readme(args.readme, markdown)
     return 0 if all(c.green and c.deferral == "passed" for c in cells) else 1
 
 
