@@ -8,8 +8,9 @@ plain JSON-able dict with snake_case keys, fit for XCom.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -48,18 +49,13 @@ class _Model:
     @classmethod
     def from_api(cls: type[M], data: Any) -> M:
         """Read one object from the service's JSON (anything that is not an object reads as empty)."""
-        source: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
-        values = {}
-        for field in dataclasses.fields(cls):
-            raw = source.get(_camel(field.name))
-            values[field.name] = cls._convert(field.name, raw)
-        return cls(**values)
+        source: Mapping[str, Any] = data if isinstance(data, Mapping) else _EMPTY
+        return cls(**{name: convert(source.get(key)) for name, key, convert in _read_plan(cls)})  # type: ignore[arg-type]
 
     @classmethod
-    def _convert(cls, name: str, raw: Any) -> Any:
-        if name.endswith(("_parameters", "_metadata")):
-            return _mapping(raw)
-        return _text(raw)
+    def _converter(cls, name: str) -> Callable[[Any], Any]:
+        """How the field ``name`` is read from JSON; subclasses name their nested objects."""
+        return _mapping if name.endswith(("_parameters", "_metadata")) else _text
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-able dict with snake_case keys."""
@@ -101,10 +97,8 @@ class RefreshBatch(_Model):
     child_refreshes: tuple[ConnectionRun, ...] = ()
 
     @classmethod
-    def _convert(cls, name: str, raw: Any) -> Any:
-        if name == "child_refreshes":
-            return tuple(ConnectionRun.from_api(child) for child in raw) if isinstance(raw, list) else ()
-        return super()._convert(name, raw)
+    def _converter(cls, name: str) -> Callable[[Any], Any]:
+        return _children if name == "child_refreshes" else super()._converter(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +118,19 @@ class WdataConnection(_Model):
     last_run: ConnectionRun | None = None
 
     @classmethod
-    def _convert(cls, name: str, raw: Any) -> Any:
-        if name == "last_run":
-            return ConnectionRun.from_api(raw) if isinstance(raw, Mapping) else None
-        return super()._convert(name, raw)
+    def _converter(cls, name: str) -> Callable[[Any], Any]:
+        return _last_run if name == "last_run" else super()._converter(name)
+
+
+@functools.cache
+def _read_plan(cls: type[_Model]) -> tuple[tuple[str, str, Callable[[Any], Any]], ...]:
+    """(field, JSON key, converter) for each field of a model, worked out once per class."""
+    return tuple((f.name, _camel(f.name), cls._converter(f.name)) for f in dataclasses.fields(cls))
+
+
+def _children(raw: Any) -> tuple[ConnectionRun, ...]:
+    return tuple(ConnectionRun.from_api(child) for child in raw) if isinstance(raw, list) else ()
+
+
+def _last_run(raw: Any) -> ConnectionRun | None:
+    return ConnectionRun.from_api(raw) if isinstance(raw, Mapping) else None

@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import requests
+from aiohttp.helpers import get_env_proxy_for_url
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from yarl import URL
 
 from airflow_provider_wdata import protocol
 from airflow_provider_wdata.config import WdataConfig
@@ -153,6 +155,16 @@ def _ssl_for(verify: bool | str) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=verify)
 
 
+@functools.lru_cache(maxsize=64)
+def _env_proxy(origin: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for an origin (``*_proxy``, ``no_proxy``), as requests finds it."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(origin))
+    except LookupError:
+        return None, None
+    return str(proxy), auth
+
+
 _SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, Any]] = (
     weakref.WeakKeyDictionary()
 )
@@ -176,9 +188,11 @@ async def shared_session() -> aiohttp.ClientSession:
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=ASYNC_POOL_SIZE, ttl_dns_cache=300),
         headers={"User-Agent": protocol.USER_AGENT},
-        # Shared by every credential in the loop: keep no cookies; honour proxy settings as requests does.
+        # Shared by every credential in the loop: keep no cookies.
         cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=True,
+        # Proxies come from _env_proxy, once per origin: trust_env would read ~/.netrc and the
+        # environment in a thread on every request.
+        trust_env=False,
     )
     keeper = _close_with_loop(session)
     await keeper.__anext__()
@@ -200,6 +214,9 @@ class AsyncTransport:
 
     async def _exchange(self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any]) -> RawResponse:
         session = await shared_session()
+        proxy, proxy_auth = _env_proxy("/".join(url.split("/", 3)[:3]))
+        if proxy is not None:
+            kwargs = {**kwargs, "proxy": proxy, "proxy_auth": proxy_auth}
         try:
             ssl_context = _ssl_for(config.verify)
         except OSError:

@@ -243,19 +243,33 @@ class WdataHook(BaseHook):
             return TOKENS.get(step.config.token_key, fetch, self.token_renew_margin)
         return self._transport.send(step.request, step.config, step.token)
 
+    def _try_once(self, request: ApiRequest, config: WdataConfig) -> Envelope:
+        exchange, result, error = self._exchange(request, config), None, None
+        while True:
+            try:
+                step = exchange.throw(error) if error else exchange.send(result)
+            except StopIteration as done:
+                return done.value
+            try:
+                result, error = self._perform(step), None
+            except WdataError as failure:
+                result, error = None, failure
+
     def _send(self, request: ApiRequest, config: WdataConfig) -> Envelope:
+        # The first try runs outside tenacity, whose bookkeeping costs more than a poll; only a retryable
+        # failure hands over to it, as its attempt 1.
+        try:
+            return self._try_once(request, config)
+        except WdataError as error:
+            if not error.retryable:
+                raise
+            first: WdataError | None = error
         for attempt in tenacity.Retrying(**self._retrying_args(request)):
             with attempt:
-                exchange, result, error = self._exchange(request, config), None, None
-                while True:
-                    try:
-                        step = exchange.throw(error) if error else exchange.send(result)
-                    except StopIteration as done:
-                        return done.value
-                    try:
-                        result, error = self._perform(step), None
-                    except WdataError as failure:
-                        result, error = None, failure
+                if first is not None:
+                    failure, first = first, None
+                    raise failure
+                return self._try_once(request, config)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _call(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
@@ -274,19 +288,32 @@ class WdataHook(BaseHook):
             return await TOKENS.aget(step.config.token_key, fetch, self.token_renew_margin)
         return await self._atransport.send(step.request, step.config, step.token)
 
+    async def _atry_once(self, request: ApiRequest, config: WdataConfig) -> Envelope:
+        exchange, result, error = self._exchange(request, config), None, None
+        while True:
+            try:
+                step = exchange.throw(error) if error else exchange.send(result)
+            except StopIteration as done:
+                return done.value
+            try:
+                result, error = await self._aperform(step), None
+            except WdataError as failure:
+                result, error = None, failure
+
     async def _asend(self, request: ApiRequest, config: WdataConfig) -> Envelope:
+        """Async :meth:`_send`."""
+        try:
+            return await self._atry_once(request, config)
+        except WdataError as error:
+            if not error.retryable:
+                raise
+            first: WdataError | None = error
         async for attempt in tenacity.AsyncRetrying(**self._retrying_args(request)):
             with attempt:
-                exchange, result, error = self._exchange(request, config), None, None
-                while True:
-                    try:
-                        step = exchange.throw(error) if error else exchange.send(result)
-                    except StopIteration as done:
-                        return done.value
-                    try:
-                        result, error = await self._aperform(step), None
-                    except WdataError as failure:
-                        result, error = None, failure
+                if first is not None:
+                    failure, first = first, None
+                    raise failure
+                return await self._atry_once(request, config)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _acall(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
