@@ -4,7 +4,7 @@ Not part of ``make bench``. Needs pyinstrument in ``.venv-bench`` (same Python a
 
     python3.11 -m venv .venv-bench && .venv-bench/bin/pip install pyinstrument py-spy
     .venv/bin/python benchmarks/profile_scenario.py --n 1000 --interval 5 --polls 3 --profiler pyinstrument
-    .venv/bin/python benchmarks/profile_scenario.py --n 1000 --profiler cprofile --patch patch_fast
+    .venv/bin/python benchmarks/profile_scenario.py --n 1000 --profiler cprofile --patch my_prototype
 
 Writes the profile(s) under ``benchmarks/profiles/`` and prints the scenario's headline figures.
 """
