@@ -549,3 +549,16 @@ def test_excerpts_blank_out_encoded_secrets_too():
 
     body = b"grant_type=client_credentials&client_secret=a%2Bb%2Fc%3D&x=a+b/c="
     assert "a%2Bb" not in excerpt(body, hide=("a+b/c=",)) and "a+b/c=" not in excerpt(body, hide=("a+b/c=",))
+
+
+def test_async_calls_use_the_proxy_the_environment_names(monkeypatch):
+    from airflow_provider_wdata.transport import _env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.test:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example.test")
+    _env_proxy.cache_clear()
+    try:
+        assert _env_proxy("https://h.app.wdesk.com")[0] == "http://proxy.example.test:3128"
+        assert _env_proxy("https://internal.example.test") == (None, None)
+    finally:
+        _env_proxy.cache_clear()
