@@ -235,3 +235,20 @@ def test_retry_after_between_polls_is_capped_like_the_hooks():
     assert trigger.next_delay() == trigger.retry_after_max == 120
     trigger.last_error = None
     assert trigger.next_delay() == 1
+
+
+def test_unchanged_statuses_are_not_decided_again():
+    from airflow_provider_wdata.models import RefreshBatch
+
+    trigger, log = batch_trigger("b-1"), RecordingLog()
+    calls = []
+    decide = trigger.decide
+    trigger.decide = lambda refresh: calls.append(refresh) or decide(refresh)
+    running = RefreshBatch.from_api(
+        {"batchRefreshId": "b-1", "sourceStatus": "running", "destinationStatus": "running"}
+    )
+    assert trigger.check(running, log) is None and trigger.check(running, log) is None
+    assert len(calls) == 1 and len([line for line in log.lines if line[0] == "info"]) == 1
+    done = RefreshBatch.from_api({"batchRefreshId": "b-1", "sourceStatus": "complete", "destinationStatus": "complete"})
+    assert trigger.check(done, log)["status"] == "success"
+    assert len(calls) == 2

@@ -9,8 +9,9 @@ result or exception.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pendulum
@@ -61,7 +62,7 @@ class _RefreshTrigger(BaseTrigger):
         self.hook_params = dict(hook_params or {})
         self.retry_after_max = float(self.hook_params.get("retry_after_max", DEFAULT_RETRY_AFTER_MAX))
         self._warned: set[str] = set()
-        self._last_summary: str | None = None
+        self._running_statuses: tuple[Any, ...] | None = None
         self.last: Refresh | None = None
         self.last_error: WdataError | None = None
 
@@ -114,14 +115,16 @@ class _RefreshTrigger(BaseTrigger):
     def check(self, refresh: Refresh, log: Any) -> dict[str, Any] | None:
         """Decide what was read: the final event, or None while the refresh is still going."""
         self.last, self.last_error = refresh, None
+        statuses = _statuses(refresh)
+        if statuses == self._running_statuses:  # nothing changed since a read that was still running
+            return None
         decision = self.decide(refresh)
         for status in sorted(decision.unknown_statuses - self._warned):
             self._warned.add(status)
             log.warning("Wdata reported an unknown status %r; treating it as still in progress.", status)
         if not decision.done:
-            if decision.summary != self._last_summary:  # log changes, not every poll
-                self._last_summary = decision.summary
-                log.info("%s", decision.summary)
+            self._running_statuses = statuses
+            log.info("%s", decision.summary)
             return None
         message = decision.summary if decision.outcome is Outcome.SUCCESS else decision.failure_report()
         return self.event(decision.outcome.value, message, refresh, decision)
@@ -176,8 +179,8 @@ class _RefreshTrigger(BaseTrigger):
         while True:
             try:
                 # One read (with the hook's own tries) never outlasts the deadline.
-                read = self.afetch(hook)
-                event = self.check(await asyncio.wait_for(read, max(self.deadline - time.time(), 0.001)), self.log)
+                refresh = await _within(self.afetch(hook), max(self.deadline - time.time(), 0.001))
+                event = self.check(refresh, self.log)
             except asyncio.TimeoutError:
                 event = self.timeout_event()
             except WdataError as error:
@@ -193,6 +196,20 @@ class _RefreshTrigger(BaseTrigger):
                 return
             assert delay is not None
             await asyncio.sleep(delay)
+
+
+def _statuses(refresh: Refresh) -> tuple[Any, ...]:
+    """Everything the decision reads from a refresh: equal statuses, equal decision."""
+    children = getattr(refresh, "child_refreshes", ())
+    own = (refresh.source_status, refresh.destination_status, refresh.error)
+    return own + tuple((c.source_status, c.destination_status, c.error) for c in children)
+
+
+async def _within(awaitable: Awaitable[Any], seconds: float) -> Any:
+    if sys.version_info >= (3, 11):  # no extra task per read, unlike wait_for before 3.12
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 def finish(event: Any, *, log: Any, soft_fail: bool) -> Any:
