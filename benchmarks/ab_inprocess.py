@@ -1,7 +1,7 @@
 """A/B in ONE client process (not part of ``make bench``): triggers vs the bare loop, alternating phases.
 
 Same heap, same imports, same simulator process: isolates the per-poll CPU difference from process-level
-effects. ``python benchmarks/ab_inprocess.py --n 100 --interval 5 --rounds 3 [--patch patch_fast]``
+effects. ``python benchmarks/ab_inprocess.py --n 100 --interval 5 --rounds 3 [--patch MODULE]``
 """
 
 from __future__ import annotations
