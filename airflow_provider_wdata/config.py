@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Mapping
@@ -46,7 +47,7 @@ class WdataConfig:
     #: True, False, or the path of a CA bundle.
     verify: bool | str = True
 
-    @property
+    @functools.cached_property
     def token_key(self) -> tuple[str, str, str, str]:
         """Identifies one credential in the token cache; a changed secret is a different credential."""
         digest = hashlib.sha256(self.client_secret.encode()).hexdigest()

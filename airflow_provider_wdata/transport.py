@@ -155,6 +155,14 @@ def _ssl_for(verify: bool | str) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=verify)
 
 
+@functools.lru_cache(maxsize=16)
+def _timeout_for(seconds: float) -> aiohttp.ClientTimeout:
+    """``seconds`` to connect (a connect that times out certainly sent nothing), the whole exchange within
+    twice that: what requests allows for a one-read answer, with one timer per request instead of one per read.
+    """
+    return aiohttp.ClientTimeout(total=2 * seconds, sock_connect=seconds)
+
+
 @functools.lru_cache(maxsize=64)
 def _env_proxy(origin: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
     """The proxy the environment names for an origin (``*_proxy``, ``no_proxy``), as requests finds it."""
@@ -225,9 +233,7 @@ class AsyncTransport:
             async with session.request(
                 method,
                 url,
-                # Like requests: the timeout bounds the connect and each read, so a slow connect is
-                # known not to have sent anything.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.timeout, sock_read=config.timeout),
+                timeout=_timeout_for(config.timeout),
                 ssl=ssl_context,
                 allow_redirects=False,
                 **kwargs,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import ssl
@@ -86,6 +87,24 @@ async def phase_bare(
             body = (await resp.json())["body"]
         return body["sourceStatus"], body["destinationStatus"]
 
+    if variant in ("transport", "hook"):
+        from airflow_provider_wdata import protocol
+        from airflow_provider_wdata.hooks.wdata import WdataHook
+        from airflow_provider_wdata.tokens import TOKENS
+
+        hook = WdataHook()
+        config = await hook.aget_config()
+
+        async def read(url: str) -> tuple[str, str]:
+            request = protocol.get_batch_refresh(url.rsplit("/", 1)[1])
+            if variant == "hook":
+                body = (await hook._asend(request, config)).body
+            else:
+                token = await TOKENS.aget(config.token_key, None, 60)  # type: ignore[arg-type]
+                raw = await hook._atransport.send(request, config, token)
+                body = json.loads(raw.body)["body"]
+            return body["sourceStatus"], body["destinationStatus"]
+
     async def status(url: str) -> tuple[str, str]:
         if "wait_for" in variant:
             return await asyncio.wait_for(read(url), 3600)
@@ -154,7 +173,9 @@ def main() -> int:
     parser.add_argument("--polls", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--patch", default=None)
-    parser.add_argument("--variants", nargs="*", default=[], help="bare+opts, bare+opts+wait_for, bare+opts+timeout_cm")
+    parser.add_argument(
+        "--variants", nargs="*", default=[], help="bare+opts, bare+opts+wait_for, bare+opts+timeout_cm, transport, hook"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="wdata-ab-"))
     (workdir / "airflow_home").mkdir()

@@ -145,7 +145,9 @@ def test_05_slow_responses_time_out_and_the_wait_goes_on(wdata_conn, sleeps, mod
     batch_id = start()
     wdata_conn.add_fault(Fault(method="GET", path_contains=STATUS_PATH, kind="slow", delay=1.5, times=3))
     wait_in(mode, batch_id, timeout=0.3, max_attempts=2)
-    assert len(status_requests(wdata_conn)) >= 5
+    # The three slow reads timed out and at least one more was answered. (How many more depends on when the
+    # simulator gets to count the abandoned slow reads as polls: it finishes them after the client gave up.)
+    assert len(status_requests(wdata_conn)) >= 4
 
 
 # 6. Token expires mid-wait: one 401, one new token, the wait goes on; no extra token requests otherwise.

@@ -256,6 +256,14 @@ def test_ambiguous_start_failure_is_never_sent_twice(wdata_conn, sleeps, fault):
     assert sleeps == []
 
 
+def test_async_start_answered_after_the_timeout_is_never_sent_twice(wdata_conn, sleeps):
+    wdata_conn.add_fault(Fault(method="POST", path_contains="batch/refresh", kind="slow", delay=2.0))
+    with pytest.raises(WdataRefreshMayHaveStartedError, match="may have started"):
+        asyncio.run(WdataHook(timeout=0.25, **FAST).astart_batch_refresh(["conn-1"]))
+    assert len(api_requests(wdata_conn, "POST")) == 1
+    assert sleeps == []
+
+
 def test_ambiguous_single_refresh_is_never_sent_twice(wdata_conn, sleeps):
     wdata_conn.add_fault(Fault(method="POST", path_contains="/refresh", status=500))
     with pytest.raises(WdataRefreshMayHaveStartedError):

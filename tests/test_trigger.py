@@ -107,6 +107,17 @@ async def test_timeout_carries_the_last_statuses_and_keeps_the_deadline(wdata_co
     assert trigger.serialize()[1]["deadline"] == deadline
 
 
+async def test_a_read_still_running_at_the_deadline_is_cut_off_there(wdata_conn):
+    batch_id = await asyncio.to_thread(start_batch)
+    # The answer would come long after the deadline (and within the hook's 2 s timeout after a try or two).
+    wdata_conn.add_fault(Fault(method="GET", path_contains="/batch/refresh/", kind="slow", delay=1.5, times=None))
+    trigger = batch_trigger(batch_id, seconds=0.3)
+    [event] = await events_of(trigger)
+    assert event["status"] == "timeout"
+    assert event["summary"] is None and "no status could be read" in event["message"], "the slow read never ended"
+    assert status_gets(wdata_conn) == 1
+
+
 async def test_a_restarted_trigger_resumes_against_the_same_deadline(wdata_conn):
     wdata_conn.script_connection("conn-1", outcome="stuck")
     batch_id = await asyncio.to_thread(start_batch, "conn-1")

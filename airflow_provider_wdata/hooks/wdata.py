@@ -91,7 +91,8 @@ class WdataHook(BaseHook):
     :param wdata_conn_id: the Airflow connection: login = client id, password = client secret, extras
         ``region`` (us, eu, apac), ``workspace_id``, ``token_url``, ``timeout``, ``verify``; host, when set,
         is the API base URL.
-    :param timeout: seconds per HTTP request; overrides the connection's ``timeout`` extra (default 30).
+    :param timeout: seconds to connect and to wait for an answer; overrides the connection's ``timeout`` extra
+        (default 30). Async calls connect within ``timeout`` and finish the whole exchange within twice it.
     :param max_attempts: tries per call, counting the first, on network errors, timeouts, 429 and 5xx
         (a start is only tried again when the service certainly did not take it).
     :param backoff_initial: first wait between tries, doubled each time, with jitter (seconds).

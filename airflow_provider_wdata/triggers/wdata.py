@@ -176,13 +176,18 @@ class _RefreshTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = WdataHook(self.wdata_conn_id, **self.hook_params)
+        try:
+            # One timer for the whole wait, not one per read: a read (with the hook's own tries) or a sleep
+            # still running at the deadline is cut off there.
+            event = await _until(self._poll(hook), self.deadline)
+        except asyncio.TimeoutError:
+            event = self.timeout_event()
+        yield TriggerEvent(event)
+
+    async def _poll(self, hook: WdataHook) -> dict[str, Any]:
         while True:
             try:
-                # One read (with the hook's own tries) never outlasts the deadline.
-                refresh = await _within(self.afetch(hook), max(self.deadline - time.time(), 0.001))
-                event = self.check(refresh, self.log)
-            except asyncio.TimeoutError:
-                event = self.timeout_event()
+                event = self.check(await self.afetch(hook), self.log)
             except WdataError as error:
                 event = self.on_read_error(error, self.log)
             except Exception as error:  # a bug must still end the wait with a readable event
@@ -192,8 +197,7 @@ class _RefreshTrigger(BaseTrigger):
             if event is None and delay is None:
                 event = self.timeout_event()
             if event is not None:
-                yield TriggerEvent(event)
-                return
+                return event
             assert delay is not None
             await asyncio.sleep(delay)
 
@@ -205,8 +209,10 @@ def _statuses(refresh: Refresh) -> tuple[Any, ...]:
     return own + tuple((c.source_status, c.destination_status, c.error) for c in children)
 
 
-async def _within(awaitable: Awaitable[Any], seconds: float) -> Any:
-    if sys.version_info >= (3, 11):  # no extra task per read, unlike wait_for before 3.12
+async def _until(awaitable: Awaitable[Any], deadline: float) -> Any:
+    """Await, raising ``asyncio.TimeoutError`` at ``deadline`` (seconds since the epoch)."""
+    seconds = max(deadline - time.time(), 0.0)
+    if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
             return await awaitable
     return await asyncio.wait_for(awaitable, seconds)
