@@ -44,6 +44,8 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 NOT_ACCEPTED_STATUSES = frozenset({429, 503})
 
 _FORBIDDEN_IN_ID = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
+#: Ids made only of these (UUIDs, for one) go into a path as they are.
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 
 REFRESH_CONNECTION_FIELDS = {
     "connection_id": "connectionId",
@@ -103,7 +105,7 @@ def path_param(name: str, value: Any) -> str:
             "or control characters and are not '.' or '..'. Check where the id comes from "
             "(a template or an XCom value may hold something else)."
         )
-    return quote(value, safe="")
+    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
 
 
 def _workspace(workspace_id: str | None) -> tuple[tuple[str, str], ...]:
@@ -268,10 +270,11 @@ def retry_after_seconds(value: str | None, now: pendulum.DateTime | None = None)
 
 
 def _decode_json(body: bytes) -> Any:
+    """The JSON in ``body``; None for an empty body, ``_UNREADABLE`` for anything else that is not JSON."""
     try:
-        return json.loads(body) if body.strip() else None
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return _UNREADABLE
+        return _UNREADABLE if body.strip() else None
 
 
 _UNREADABLE = object()
@@ -337,7 +340,7 @@ def read_envelope(request: ApiRequest, raw: RawResponse, max_bytes: int) -> Enve
     payload = _decode_json(raw.body)
     if not 200 <= raw.status < 300:
         raise api_error(request, raw, payload)
-    if not isinstance(payload, Mapping) or "body" not in payload:
+    if not isinstance(payload, dict) or "body" not in payload:
         if not raw.body.strip():
             what = "is empty"
         else:

@@ -59,6 +59,17 @@ TARGETS = {
 
 # ------------------------------------------------------------------------------------------- simulators
 
+#: ``--pin``: the clients on one CPU, the simulators on the others (set by main()).
+CLIENT_CPUS: set[int] | None = None
+SIM_CPUS: set[int] | None = None
+
+
+def _pinned(cpus: set[int] | None) -> Any:
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 
 class SimProcess:
     """A simulator in its own process (``_sim_server.py``), driven over its stdin/stdout."""
@@ -73,6 +84,7 @@ class SimProcess:
             stderr=open(workdir / f"sim-{name}.log", "w"),
             text=True,
             cwd=ROOT,
+            preexec_fn=_pinned(SIM_CPUS),
         )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line:
@@ -184,7 +196,9 @@ def run_clients(jobs: list[tuple[list[str], dict[str, str], Path]], timeout: flo
 
     def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         handle = open(log, "w")
-        return subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+        return subprocess.Popen(
+            cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=_pinned(CLIENT_CPUS)
+        )
 
     def finish(proc: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
         try:
@@ -262,6 +276,10 @@ def summarize(
         "cpu_us_per_poll": trig["cpu_per_poll_steady_us"],
         "ref_cpu_us_per_poll": ref["cpu_per_poll_steady_us"],
         "cpu_ratio": trig["cpu_per_poll_steady_us"] / ref["cpu_per_poll_steady_us"],
+        "user_us_per_poll": trig.get("user_per_poll_steady_us"),
+        "sys_us_per_poll": trig.get("sys_per_poll_steady_us"),
+        "ref_user_us_per_poll": ref.get("user_per_poll_steady_us"),
+        "ref_sys_us_per_poll": ref.get("sys_per_poll_steady_us"),
         "cpu_us_per_poll_all": trig["cpu_per_poll_all_us"],
         "ref_cpu_us_per_poll_all": ref["cpu_per_poll_all_us"],
         "cpu_ratio_all": trig["cpu_per_poll_all_us"] / ref["cpu_per_poll_all_us"],
@@ -606,8 +624,19 @@ def main() -> int:
     parser.add_argument("--patch", default=None, help="module in benchmarks/ imported first by the provider's clients")
     parser.add_argument("--out", default=str(HERE / "results.md"))
     parser.add_argument("--no-poke", action="store_true")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the clients on the first CPU and the simulators on the others (no preemption by a simulator)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args()
+    if args.pin:
+        global CLIENT_CPUS, SIM_CPUS
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs at least two CPUs")
+        CLIENT_CPUS, SIM_CPUS = {cpus[0]}, set(cpus[1:])
 
     started = time.monotonic()
     load_start = loadavg()

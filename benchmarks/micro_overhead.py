@@ -138,10 +138,6 @@ async def main_async(n: int) -> dict[str, float]:
 
     await atimeit("whole poll: afetch + check (network stubbed)", one_poll, n, results)
 
-    async def one_poll_wait_for() -> None:  # as run() does since it bounds each read by the deadline
-        trigger.check(await asyncio.wait_for(trigger.afetch(hook), 3600), log)
-
-    await atimeit("whole poll in asyncio.wait_for (as run() does)", one_poll_wait_for, n, results)
     await atimeit(
         "hook.aget_batch_refresh (network stubbed)", lambda: hook.aget_batch_refresh(trigger.batch_id), n, results
     )
