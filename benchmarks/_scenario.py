@@ -231,8 +231,8 @@ async def measured_run(args: argparse.Namespace, ids: list[str], start_one: Any,
         "polls_steady": polls_steady,
         "cpu_per_poll_steady_us": (cpu_steady - idle * wall_steady) / max(polls_steady, 1) * 1e6,
         "cpu_per_poll_all_us": (cpu_all - idle * wall_all) / max(counter["polls"], 1) * 1e6,
-        # The same steady figure split into user and system (kernel) time: on loopback the kernel's delivery
-        # of each request to the simulator, and waking it, is charged to the client's system time.
+        # The same steady figure split into user and system (kernel) time: the kernel's share of each request
+        # (TCP over loopback, waking the simulator) shows as system time.
         **{
             f"{kind}_per_poll_steady_us": (end[kind] - steady[kind] - idle_rates[kind] * wall_steady)
             / max(polls_steady, 1)

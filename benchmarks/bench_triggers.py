@@ -70,7 +70,6 @@ def _pinned(cpus: set[int] | None) -> Any:
     return lambda: os.sched_setaffinity(0, cpus)
 
 
-
 class SimProcess:
     """A simulator in its own process (``_sim_server.py``), driven over its stdin/stdout."""
 
