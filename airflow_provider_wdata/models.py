@@ -29,7 +29,7 @@ def _camel(name: str) -> str:
 
 
 def _is_mapping(value: Any) -> bool:
-    return isinstance(value, (dict, Mapping))  # dict first: the common case skips the slow ABC check
+    return isinstance(value, (dict, MappingProxyType, Mapping))  # the ABC last: it is the slow check
 
 
 def _text(value: Any) -> str | None:
@@ -49,7 +49,7 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, _Model):
         return value.to_dict()
-    if isinstance(value, Mapping):
+    if _is_mapping(value):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]

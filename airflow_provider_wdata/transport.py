@@ -238,7 +238,8 @@ class AsyncTransport:
                 allow_redirects=False,
                 **kwargs,
             ) as response:
-                if response.content_length is not None and response.content_length <= self.max_bytes:
+                length = response.content_length
+                if length is not None and length <= self.max_bytes:
                     return RawResponse(response.status, response.headers, await response.read())
                 chunks, size = [], 0
                 async for chunk in response.content.iter_chunked(_CHUNK):
