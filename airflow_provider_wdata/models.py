@@ -24,12 +24,12 @@ def _camel(name: str) -> str:
     return _CAMEL_BOUNDARY.sub(lambda m: m.group(1).upper(), name)
 
 
-# Every status read goes through these for each field: the common JSON types are checked first, before the
-# (much slower) abstract Mapping check.
+# Every status read goes through these for each field: the concrete types are checked before the (much slower)
+# abstract Mapping check.
 
 
 def _is_mapping(value: Any) -> bool:
-    return isinstance(value, (dict, MappingProxyType, Mapping))  # the ABC last: it is the slow check
+    return isinstance(value, (dict, MappingProxyType, Mapping))
 
 
 def _text(value: Any) -> str | None:

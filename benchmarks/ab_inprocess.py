@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -65,8 +66,9 @@ async def phase_triggers(ids: list[str], interval: float, polls: int) -> tuple[f
 async def phase_bare(
     ids: list[str], interval: float, sim: SimProcess, session, ctx, token, variant: str = "bare"
 ) -> tuple[float, int, float, int]:  # type: ignore[no-untyped-def]
-    """The bare loop; ``bare+opts`` adds the provider's request options, ``bare+opts+wait_for`` also wraps
-    each read in ``asyncio.wait_for`` as the trigger's run() does."""
+    """The bare loop; ``bare+opts`` adds the provider's request options, ``bare+opts+wait_for`` and
+    ``bare+opts+timeout_cm`` also bound each read (as the trigger did before it kept one timer per wait);
+    ``transport`` and ``hook`` read through ``AsyncTransport.send`` and ``WdataHook._asend``."""
     import aiohttp
 
     count = 0
@@ -100,7 +102,7 @@ async def phase_bare(
             if variant == "hook":
                 body = (await hook._asend(request, config)).body
             else:
-                token = await TOKENS.aget(config.token_key, None, 60)  # type: ignore[arg-type]
+                token = await TOKENS.aget(config.token_key, functools.partial(hook._afetch_token, config), 60)
                 raw = await hook._atransport.send(request, config, token)
                 body = json.loads(raw.body)["body"]
             return body["sourceStatus"], body["destinationStatus"]

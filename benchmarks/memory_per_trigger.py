@@ -21,14 +21,7 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import micro_overhead
-
-
-def rss_kb() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from _scenario import rss_kb
 
 
 async def main_async(n: int, top: int) -> None:
