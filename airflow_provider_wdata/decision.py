@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections import Counter
-from collections.abc import Sequence
+import functools
 from typing import Any
 
 from airflow_provider_wdata.models import ConnectionRun, RefreshBatch
@@ -108,20 +107,30 @@ def _norm(status: str | None) -> str:
 
 def run_state(source_status: str | None, destination_status: str | None, error: str | None) -> RunState:
     """The state of one run from its two statuses and its error text."""
+    return _pair_state(source_status, destination_status, bool(error and error.strip()))[0]
+
+
+# Every poll decides the same few status pairs again: each pair is worked out once.
+@functools.lru_cache(maxsize=256)
+def _pair_state(
+    source_status: str | None, destination_status: str | None, has_error: bool
+) -> tuple[RunState, frozenset[str]]:
+    """The state of a run, and the statuses in it outside the documented five."""
     statuses = (_norm(source_status), _norm(destination_status))
+    unknown = frozenset(s for s in statuses if s and s not in KNOWN_STATUSES)
     if "error" in statuses:
-        return RunState.FAILED
-    if all(s in _TERMINAL_STATUSES for s in statuses) and (error or "").strip():
-        return RunState.FAILED
+        return RunState.FAILED, unknown
+    if has_error and all(s in _TERMINAL_STATUSES for s in statuses):
+        return RunState.FAILED, unknown
     if "cancelled" in statuses:
-        return RunState.CANCELLED
+        return RunState.CANCELLED, unknown
     if statuses == ("complete", "complete"):
-        return RunState.COMPLETE
-    return RunState.IN_PROGRESS
+        return RunState.COMPLETE, unknown
+    return RunState.IN_PROGRESS, unknown
 
 
-def _state_of(run: ConnectionRun | RefreshBatch) -> RunState:
-    return run_state(run.source_status, run.destination_status, run.error)
+def _state_of(run: ConnectionRun | RefreshBatch) -> tuple[RunState, frozenset[str]]:
+    return _pair_state(run.source_status, run.destination_status, bool(run.error and run.error.strip()))
 
 
 def _failed_run(run: ConnectionRun | RefreshBatch, state: RunState) -> FailedRun:
@@ -140,9 +149,9 @@ def _trim(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _unknown(runs: Sequence[ConnectionRun | RefreshBatch]) -> frozenset[str]:
-    seen = {_norm(s) for run in runs for s in (run.source_status, run.destination_status)}
-    return frozenset(s for s in seen if s and s not in KNOWN_STATUSES)
+#: Child states in the order the summary counts them.
+_COUNTED = sorted(RunState, key=lambda state: state.value)
+_FAILING = frozenset({RunState.FAILED, RunState.CANCELLED})
 
 
 def decide(
@@ -157,21 +166,24 @@ def decide(
     ``label`` names the refresh in the summary, e.g. ``"batch refresh 1234"``.
     """
     children: tuple[ConnectionRun, ...] = getattr(run, "child_refreshes", ())
-    own = _state_of(run)
-    child_states = [(child, _state_of(child)) for child in children]
-    failed_states = {RunState.FAILED} if tolerate_cancelled else {RunState.FAILED, RunState.CANCELLED}
-    failed = tuple(_failed_run(c, s) for c, s in child_states if s in failed_states)
-    if not children and own in (RunState.FAILED, RunState.CANCELLED):
+    own, unknown = _state_of(run)
+    states = []
+    for child in children:
+        state, child_unknown = _state_of(child)
+        states.append(state)
+        unknown |= child_unknown
+    failing = {RunState.FAILED} if tolerate_cancelled else _FAILING
+    failed = tuple(_failed_run(c, s) for c, s in zip(children, states, strict=True) if s in failing)
+    if not children and own in _FAILING:
         failed = (_failed_run(run, own),)
-    unknown = _unknown([run, *children])
 
     statuses = f"source={run.source_status}, destination={run.destination_status}"
     if children:
-        counts = Counter(s.value for _, s in child_states)
-        statuses += "; connections: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    all_terminal = own.terminal and all(s.terminal for _, s in child_states)
+        counts = ((states.count(state), state.value) for state in _COUNTED)
+        statuses += "; connections: " + ", ".join(f"{n} {state}" for n, state in counts if n)
+    all_terminal = own is not RunState.IN_PROGRESS and RunState.IN_PROGRESS not in states
 
-    if own in (RunState.FAILED, RunState.CANCELLED):
+    if own in _FAILING:
         error = f": {_trim(run.error, MAX_ERROR_CHARS)}" if run.error else ""
         return Decision(Outcome.FAILED, f"{label} {own.value} ({statuses}){error}", failed, unknown)
     if failed and (fail_fast or all_terminal):

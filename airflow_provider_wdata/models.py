@@ -49,6 +49,8 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, _Model):
         return value.to_dict()
+    if value is _EMPTY:  # most parameters and metadata of a status read
+        return {}
     if _is_mapping(value):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -75,7 +77,8 @@ class _Model:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-able dict with snake_case keys."""
-        return {name: _plain(getattr(self, name)) for name, _, _ in _read_plan(type(self))}  # type: ignore[arg-type]
+        values = self.__dict__
+        return {name: _plain(values[name]) for name, _, _ in _read_plan(type(self))}  # type: ignore[arg-type]
 
 
 @dataclasses.dataclass(frozen=True)

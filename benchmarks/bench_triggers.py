@@ -623,6 +623,7 @@ def main() -> int:
     parser.add_argument("--patch", default=None, help="module in benchmarks/ imported first by the provider's clients")
     parser.add_argument("--out", default=str(HERE / "results.md"))
     parser.add_argument("--no-poke", action="store_true")
+    parser.add_argument("--polls", type=int, default=None, help="polls per batch, instead of each scenario's own P")
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -661,6 +662,7 @@ def main() -> int:
         for n, interval, polls in SCENARIOS:
             if args.only and n not in args.only:
                 continue
+            polls = args.polls or polls
             print(f"N={n}: starting {n} + {n} batches ...", flush=True)
             ids_t = start_batches(sim_t, f"c-p{polls}", n, workdir / f"ids-ours-{n}.txt")
             ids_r = start_batches(sim_r, f"c-p{polls}", n, workdir / f"ids-ref-{n}.txt")

@@ -119,15 +119,19 @@ class _RefreshTrigger(BaseTrigger):
         if statuses == self._running_statuses:  # nothing changed since a read that was still running
             return None
         decision = self.decide(refresh)
-        for status in sorted(decision.unknown_statuses - self._warned):
-            self._warned.add(status)
-            log.warning("Wdata reported an unknown status %r; treating it as still in progress.", status)
+        if decision.unknown_statuses:
+            self._warn_unknown(decision.unknown_statuses, log)
         if not decision.done:
             self._running_statuses = statuses
             log.info("%s", decision.summary)
             return None
         message = decision.summary if decision.outcome is Outcome.SUCCESS else decision.failure_report()
         return self.event(decision.outcome.value, message, refresh, decision)
+
+    def _warn_unknown(self, statuses: frozenset[str], log: Any) -> None:
+        for status in sorted(statuses - self._warned):
+            self._warned.add(status)
+            log.warning("Wdata reported an unknown status %r; treating it as still in progress.", status)
 
     def on_read_error(self, error: WdataError, log: Any) -> dict[str, Any] | None:
         """A read failed: the error event when trying again cannot help, else None (and it is noted)."""
