@@ -77,8 +77,12 @@ class _Model:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-able dict with snake_case keys."""
-        values = self.__dict__
-        return {name: _plain(values[name]) for name, _, _ in _read_plan(type(self))}  # type: ignore[arg-type]
+        # The instance dict holds exactly the fields, in order (from_api and __init__ both set them all), and
+        # text fields are already plain: only nested objects and mappings need converting.
+        plain = dict(self.__dict__)
+        for name in _nested_fields(type(self)):  # type: ignore[arg-type]
+            plain[name] = _plain(plain[name])
+        return plain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +149,12 @@ class WdataConnection(_Model):
 def _read_plan(cls: type[_Model]) -> tuple[tuple[str, str, Callable[[Any], Any]], ...]:
     """(field, JSON key, converter) for each field of a model, worked out once per class."""
     return tuple((f.name, _camel(f.name), cls._converter(f.name)) for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _nested_fields(cls: type[_Model]) -> tuple[str, ...]:
+    """The fields of a model that do not hold text."""
+    return tuple(name for name, _, convert in _read_plan(cls) if convert is not _text)  # type: ignore[arg-type]
 
 
 def _children(raw: Any) -> tuple[ConnectionRun, ...]:

@@ -49,31 +49,32 @@ class TokenCache:
             weakref.WeakKeyDictionary()
         )
 
-    def _fresh(self, key: Hashable) -> AccessToken | None:
+    def fresh(self, key: Hashable) -> AccessToken | None:
+        """The cached token for ``key`` while it is fresh, else None."""
         token = self._tokens.get(key)
         return token if token is not None and token.fresh else None
 
     def get(self, key: Hashable, fetch: Fetch, renew_margin: float = DEFAULT_RENEW_MARGIN) -> AccessToken:
-        token = self._fresh(key)
+        token = self.fresh(key)
         if token is not None:
             return token
         with self._guard:
             lock = self._thread_locks.setdefault(key, threading.Lock())
         with lock:
-            token = self._fresh(key)
+            token = self.fresh(key)
             if token is None:
                 token = AccessToken(*fetch(), renew_margin)
                 self._tokens[key] = token
             return token
 
     async def aget(self, key: Hashable, fetch: AsyncFetch, renew_margin: float = DEFAULT_RENEW_MARGIN) -> AccessToken:
-        token = self._fresh(key)
+        token = self.fresh(key)
         if token is not None:
             return token
         locks = self._loop_locks.setdefault(asyncio.get_running_loop(), {})
         lock = locks.setdefault(key, asyncio.Lock())
         async with lock:
-            token = self._fresh(key)
+            token = self.fresh(key)
             if token is None:
                 token = AccessToken(*(await fetch()), renew_margin)
                 self._tokens[key] = token

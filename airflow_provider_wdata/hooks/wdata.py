@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import tenacity
 
@@ -27,13 +26,11 @@ DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_RETRY_AFTER_MAX = 120.0
 
 
-@dataclasses.dataclass(frozen=True)
-class _NeedToken:
+class _NeedToken(NamedTuple):
     config: WdataConfig
 
 
-@dataclasses.dataclass(frozen=True)
-class _Send:
+class _Send(NamedTuple):
     request: ApiRequest
     config: WdataConfig
     token: AccessToken
@@ -285,6 +282,9 @@ class WdataHook(BaseHook):
 
     async def _aperform(self, step: _Step) -> Any:
         if isinstance(step, _NeedToken):
+            token = TOKENS.fresh(step.config.token_key)
+            if token is not None:
+                return token
             fetch = functools.partial(self._afetch_token, step.config)
             return await TOKENS.aget(step.config.token_key, fetch, self.token_renew_margin)
         return await self._atransport.send(step.request, step.config, step.token)
@@ -318,7 +318,7 @@ class WdataHook(BaseHook):
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _acall(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
-        config = await self.aget_config()
+        config = self._config or await self.aget_config()
         return parse((await self._asend(_build(config, build, *args, **kw), config)).body)
 
     # ---------------------------------------------------------------------------------------- calls
