@@ -149,9 +149,10 @@ def _trim(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-#: Child states in the order the summary counts them.
-_COUNTED = sorted(RunState, key=lambda state: state.value)
+#: Child states in the order the summary counts them, with their names (an enum's .value is slow to read).
+_COUNTED = tuple((state, state.value) for state in sorted(RunState, key=lambda state: state.value))
 _FAILING = frozenset({RunState.FAILED, RunState.CANCELLED})
+_FAILING_UNLESS_CANCELLED = frozenset({RunState.FAILED})
 
 
 def decide(
@@ -172,15 +173,15 @@ def decide(
         state, child_unknown = _state_of(child)
         states.append(state)
         unknown |= child_unknown
-    failing = {RunState.FAILED} if tolerate_cancelled else _FAILING
+    failing = _FAILING_UNLESS_CANCELLED if tolerate_cancelled else _FAILING
     failed = tuple(_failed_run(c, s) for c, s in zip(children, states, strict=True) if s in failing)
     if not children and own in _FAILING:
         failed = (_failed_run(run, own),)
 
     statuses = f"source={run.source_status}, destination={run.destination_status}"
     if children:
-        counts = ((states.count(state), state.value) for state in _COUNTED)
-        statuses += "; connections: " + ", ".join(f"{n} {state}" for n, state in counts if n)
+        counts = [f"{states.count(state)} {name}" for state, name in _COUNTED if state in states]
+        statuses += "; connections: " + ", ".join(counts)
     all_terminal = own is not RunState.IN_PROGRESS and RunState.IN_PROGRESS not in states
 
     if own in _FAILING:

@@ -6,13 +6,12 @@ they send is built here and everything they receive is read here, so sync and as
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, quote_plus
 
 import pendulum
@@ -57,8 +56,7 @@ REFRESH_CONNECTION_FIELDS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class ApiRequest:
+class ApiRequest(NamedTuple):
     """One call to the API, relative to the base URL. ``path`` is already validated and encoded."""
 
     method: str
@@ -75,8 +73,7 @@ class ApiRequest:
         return f"{self.method} {self.path}"
 
 
-@dataclasses.dataclass(frozen=True)
-class RawResponse:
+class RawResponse(NamedTuple):
     """What a transport got back. ``body`` holds at most the allowed number of bytes."""
 
     status: int
@@ -85,8 +82,7 @@ class RawResponse:
     too_large: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
-class Envelope:
+class Envelope(NamedTuple):
     body: Any
     code: int | None
     cursor: str | None
