@@ -167,16 +167,19 @@ def decide(
     ``label`` names the refresh in the summary, e.g. ``"batch refresh 1234"``.
     """
     children: tuple[ConnectionRun, ...] = getattr(run, "child_refreshes", ())
+    failing = _FAILING_UNLESS_CANCELLED if tolerate_cancelled else _FAILING
     own, unknown = _state_of(run)
-    states = []
+    states: list[RunState] = []
+    failed_runs: list[FailedRun] = []
     for child in children:
         state, child_unknown = _state_of(child)
         states.append(state)
         unknown |= child_unknown
-    failing = _FAILING_UNLESS_CANCELLED if tolerate_cancelled else _FAILING
-    failed = tuple(_failed_run(c, s) for c, s in zip(children, states, strict=True) if s in failing)
+        if state in failing:
+            failed_runs.append(_failed_run(child, state))
     if not children and own in _FAILING:
-        failed = (_failed_run(run, own),)
+        failed_runs.append(_failed_run(run, own))
+    failed = tuple(failed_runs)
 
     statuses = f"source={run.source_status}, destination={run.destination_status}"
     if children:
