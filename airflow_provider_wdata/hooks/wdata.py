@@ -282,6 +282,7 @@ class WdataHook(BaseHook):
 
     async def _aperform(self, step: _Step) -> Any:
         if isinstance(step, _NeedToken):
+            # Every poll of every trigger asks: a cached token costs no callback and no coroutine.
             token = TOKENS.fresh(step.config.token_key)
             if token is not None:
                 return token
