@@ -185,7 +185,7 @@ def decide(
     if children:
         counts = [f"{states.count(state)} {name}" for state, name in _COUNTED if state in states]
         statuses += "; connections: " + ", ".join(counts)
-    all_terminal = own is not RunState.IN_PROGRESS and RunState.IN_PROGRESS not in states
+    all_terminal = own.terminal and RunState.IN_PROGRESS not in states
 
     if own in _FAILING:
         error = f": {_trim(run.error, MAX_ERROR_CHARS)}" if run.error else ""
