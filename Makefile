@@ -59,8 +59,8 @@ stem_python = $(lastword $(subst -py, ,$*))
 	touch $@
 
 lint: env
-	$(BIN)/ruff check airflow_provider_wdata tests example_dags
-	$(BIN)/ruff format --check airflow_provider_wdata tests example_dags
+	$(BIN)/ruff check airflow_provider_wdata tests example_dags benchmarks
+	$(BIN)/ruff format --check airflow_provider_wdata tests example_dags benchmarks
 	$(BIN)/mypy airflow_provider_wdata
 
 unit: env

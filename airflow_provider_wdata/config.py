@@ -10,25 +10,17 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_wdata.connection_form import (
+from airflow_provider_wdata.constants import (
+    API_BASE_URLS,
     DEFAULT_REGION,
     DEFAULT_TIMEOUT_SECONDS,
     MAX_WORKSPACE_ID_LENGTH,
     REGIONS,
+    TOKEN_PATH,
+    TOKEN_URLS,
 )
 from airflow_provider_wdata.exceptions import WdataConfigError
 
-API_BASE_URLS = {
-    "us": "https://h.app.wdesk.com/s/wdata/prep",
-    "eu": "https://h.eu.wdesk.com/s/wdata/prep",
-    "apac": "https://h.apac.wdesk.com/s/wdata/prep",
-}
-TOKEN_URLS = {
-    "us": "https://api.app.wdesk.com/iam/v1/oauth2/token",
-    "eu": "https://api.eu.wdesk.com/iam/v1/oauth2/token",
-    "apac": "https://api.apac.wdesk.com/iam/v1/oauth2/token",
-}
-TOKEN_PATH = "/iam/v1/oauth2/token"
 DEFAULT_TIMEOUT = float(DEFAULT_TIMEOUT_SECONDS)
 
 

@@ -25,12 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# This module imports nothing of the provider: Airflow reads get_provider_info() while it is still starting.
-REGIONS = ("us", "eu", "apac")
-DEFAULT_REGION = "us"
-DEFAULT_TIMEOUT_SECONDS = 30
-#: The service's limit on a workspaceId.
-MAX_WORKSPACE_ID_LENGTH = 40
+# Airflow reads get_provider_info() while it is still starting: import only the constants.
+from airflow_provider_wdata.constants import DEFAULT_REGION, DEFAULT_TIMEOUT_SECONDS, MAX_WORKSPACE_ID_LENGTH, REGIONS
 
 _TOKEN_URL_HELP = (
     "Optional OAuth2 token endpoint. Empty: the region's, or /iam/v1/oauth2/token on the Base URL's host. "

@@ -83,3 +83,46 @@ class WdataRefreshFailedError(WdataError):
 
 class WdataRefreshTimeoutError(WdataError):
     """A refresh did not end before the deadline; the message carries the last statuses seen."""
+
+
+# An error that ends a deferred wait travels to the worker inside the trigger's JSON event: these two carry its
+# type and facts across, so that the task raises the same exception in every mode.
+_EVENT_ERROR_TYPES: dict[str, type[WdataError]] = {
+    cls.__name__: cls for cls in (WdataError, WdataConfigError, WdataTransportError, WdataApiError, WdataAuthError)
+}
+
+
+def error_to_event(error: WdataError) -> dict[str, Any]:
+    """The JSON-able facts of an error (never a secret: messages and service texts only)."""
+    facts: dict[str, Any] = {
+        "type": type(error).__name__ if type(error).__name__ in _EVENT_ERROR_TYPES else "WdataError"
+    }
+    for name in ("status", "method", "path", "service_code", "oauth_error", "request_sent", "retry_after"):
+        if hasattr(error, name):
+            facts[name] = getattr(error, name)
+    for name in ("messages", "details"):
+        if hasattr(error, name):
+            facts[name] = [dict(d) if isinstance(d, dict) else d for d in getattr(error, name)]
+    return facts
+
+
+def error_from_event(message: str, facts: Any) -> WdataError:
+    """The exception :func:`error_to_event` described, with ``message``; a plain WdataError when unknown."""
+    facts = facts if isinstance(facts, dict) else {}
+    cls = _EVENT_ERROR_TYPES.get(str(facts.get("type")), WdataError)
+    if issubclass(cls, WdataApiError):
+        kwargs = {
+            name: facts[name]
+            for name in ("service_code", "messages", "details", "retry_after", "oauth_error")
+            if name in facts and (name != "oauth_error" or cls is WdataAuthError)
+        }
+        return cls(
+            message,
+            status=int(facts.get("status") or 0),
+            method=str(facts.get("method") or ""),
+            path=str(facts.get("path") or ""),
+            **kwargs,
+        )
+    if cls is WdataTransportError:
+        return WdataTransportError(message, request_sent=bool(facts.get("request_sent")), retryable=False)
+    return cls(message)

@@ -18,20 +18,18 @@ import pendulum
 
 from airflow_provider_wdata import __version__
 from airflow_provider_wdata._compat import AIRFLOW_VERSION
-from airflow_provider_wdata.config import MAX_WORKSPACE_ID_LENGTH, WdataConfig
+from airflow_provider_wdata.config import WdataConfig
+from airflow_provider_wdata.constants import MAX_BATCH_SIZE, MAX_PAGE_SIZE, MAX_WORKSPACE_ID_LENGTH
 from airflow_provider_wdata.exceptions import (
     WdataApiError,
     WdataAuthError,
     WdataConfigError,
+    WdataError,
     WdataRefreshMayHaveStartedError,
     WdataTransportError,
 )
 
 USER_AGENT = f"airflow-provider-wdata/{__version__} apache-airflow/{AIRFLOW_VERSION} python/{platform.python_version()}"
-#: The service refuses batches larger than this.
-MAX_BATCH_SIZE = 100
-#: Page size used by ``list_connections`` (the service accepts 1..1000).
-MAX_PAGE_SIZE = 1000
 #: Lifetime assumed for a token whose answer gives no usable ``expires_in`` (seconds).
 DEFAULT_TOKEN_LIFETIME = 300.0
 #: Characters of an unreadable body quoted in an error message.
@@ -104,13 +102,17 @@ def path_param(name: str, value: Any) -> str:
     return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
 
 
-def _workspace(workspace_id: str | None) -> tuple[tuple[str, str], ...]:
-    if workspace_id is None:
-        return ()
+def validate_workspace_id(workspace_id: Any) -> None:
     if not isinstance(workspace_id, str) or not workspace_id or len(workspace_id) > MAX_WORKSPACE_ID_LENGTH:
         raise WdataConfigError(
             f"workspace_id must be a string of 1 to {MAX_WORKSPACE_ID_LENGTH} characters, not {workspace_id!r}."
         )
+
+
+def _workspace(workspace_id: str | None) -> tuple[tuple[str, str], ...]:
+    if workspace_id is None:
+        return ()
+    validate_workspace_id(workspace_id)
     return (("workspaceId", workspace_id),)
 
 
@@ -147,9 +149,8 @@ def refresh_connection_item(item: Any, *, workspace_id: str | None = None, where
     return body
 
 
-def start_batch_refresh(
-    connections: Sequence[Any], cancel_unwritables: bool = False, workspace_id: str | None = None
-) -> ApiRequest:
+def validate_batch_connections(connections: Any, workspace_id: str | None = None) -> list[dict[str, Any]]:
+    """Check the connections of a batch refresh: the RefreshConnection bodies, or an error naming the problem."""
     if isinstance(connections, (str, Mapping)) or not isinstance(connections, Sequence):
         raise WdataConfigError(
             "connections must be a list of connection ids or RefreshConnection dicts, "
@@ -172,13 +173,26 @@ def start_batch_refresh(
                 f"connection {item['connectionId']!r} appears more than once; list each connection once."
             )
         seen.add(item["connectionId"])
+    return items
+
+
+def start_batch_refresh(
+    connections: Sequence[Any], cancel_unwritables: bool = False, workspace_id: str | None = None
+) -> ApiRequest:
+    items = validate_batch_connections(connections, workspace_id)
     params = (("cancelUnwritables", "true" if cancel_unwritables else "false"),)
     return ApiRequest("POST", "/api/v1/connections/batch/refresh", params, items, starts_refresh=True)
 
 
-def refresh_connection(connection_id: str, workspace_id: str | None = None, **fields: Any) -> ApiRequest:
+def validate_refresh_fields(connection_id: Any, workspace_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    """Check the fields of a single connection refresh: its RefreshConnection body, or an error naming the problem."""
     body = refresh_connection_item({"connection_id": connection_id, **fields}, workspace_id=workspace_id)
     body.pop("connectionId")
+    return body
+
+
+def refresh_connection(connection_id: str, workspace_id: str | None = None, **fields: Any) -> ApiRequest:
+    body = validate_refresh_fields(connection_id, workspace_id, **fields)
     path = f"/api/v1/connections/{path_param('connection_id', connection_id)}/refresh"
     return ApiRequest("POST", path, (), body, starts_refresh=True)
 
@@ -324,32 +338,51 @@ def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None) -> Wda
 
 
 def read_envelope(request: ApiRequest, raw: RawResponse, max_bytes: int) -> Envelope:
-    """Unwrap a ``{"body", "code"}`` answer, or raise the error it stands for."""
+    """Unwrap a ``{"body", "code"}`` answer, or raise the error it stands for (refined for a start)."""
     if raw.too_large:
-        raise WdataApiError(
-            f"Wdata API {request} answered with more than {max_bytes} bytes; refusing to read it. "
-            "Raise the hook's max_response_bytes if such answers are expected.",
-            status=raw.status,
-            method=request.method,
-            path=request.path,
+        raise refine_error(
+            request,
+            WdataApiError(
+                f"Wdata API {request} answered with more than {max_bytes} bytes; refusing to read it. "
+                "Raise the hook's max_response_bytes if such answers are expected.",
+                status=raw.status,
+                method=request.method,
+                path=request.path,
+            ),
         )
     payload = _decode_json(raw.body)
     if not 200 <= raw.status < 300:
-        raise api_error(request, raw, payload)
+        raise refine_error(request, api_error(request, raw, payload))
     if not isinstance(payload, dict) or "body" not in payload:
         if not raw.body.strip():
             what = "is empty"
         else:
             what = "is not JSON" if payload is _UNREADABLE else "has no 'body' field"
-        raise WdataApiError(
+        unreadable = WdataApiError(
             f"Wdata API {request} answered HTTP {raw.status} with a body that {what}: {excerpt(raw.body)}",
             status=raw.status,
             method=request.method,
             path=request.path,
         )
+        raise refine_error(request, unreadable)
     cursor = payload.get("cursor")
     code = payload.get("code")
     return Envelope(payload["body"], code if isinstance(code, int) else None, cursor if cursor else None)
+
+
+def read_response(request: ApiRequest, raw: RawResponse, config: WdataConfig, max_bytes: int) -> Envelope:
+    """Read an API answer once the hook has tried a fresh token: a 401 now means the grant itself is refused."""
+    if raw.status == 401:
+        error = api_error(request, raw)
+        raise WdataAuthError(
+            f"Connection {config.conn_id!r}: the API refused a freshly issued token for "
+            f"{request} ({'; '.join(error.messages) or 'HTTP 401'}). Check that the API grant "
+            "of this client id may use Wdata.",
+            status=401,
+            method=request.method,
+            path=request.path,
+        )
+    return read_envelope(request, raw, max_bytes)
 
 
 def read_token(config: WdataConfig, raw: RawResponse) -> tuple[str, float]:
@@ -397,7 +430,7 @@ def read_token(config: WdataConfig, raw: RawResponse) -> tuple[str, float]:
     return token, expires_in
 
 
-def refine_error(request: ApiRequest, error: Exception) -> Exception:
+def refine_error(request: ApiRequest, error: WdataError) -> WdataError:
     """A start that failed after the service may have taken it must never be sent again: say so."""
     if not request.starts_refresh:
         return error

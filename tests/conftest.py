@@ -119,7 +119,7 @@ class _NoWait:
 def sleeps(monkeypatch) -> list[float]:
     """Record the hook's waits between tries (sync and async) instead of sleeping them."""
     recorded: list[float] = []
-    original = WdataHook._retrying_args
+    original = WdataHook._retry_policy
 
     def record(seconds: float) -> _NoWait:
         recorded.append(seconds)
@@ -128,5 +128,5 @@ def sleeps(monkeypatch) -> list[float]:
     def without_sleeping(self, request):
         return original(self, request) | {"sleep": record}
 
-    monkeypatch.setattr(WdataHook, "_retrying_args", without_sleeping)
+    monkeypatch.setattr(WdataHook, "_retry_policy", without_sleeping)
     return recorded

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_wdata.config import API_BASE_URLS, TOKEN_URLS, build_config
+from airflow_provider_wdata.config import build_config
+from airflow_provider_wdata.constants import API_BASE_URLS, TOKEN_URLS
 from airflow_provider_wdata.exceptions import WdataConfigError
 
 

@@ -118,13 +118,14 @@ def test_04_connection_refused_for_a_while(wdata_conn):
 
     async def scenario():
         trigger = trigger_for(batch_id, max_attempts=1)
+        wait = trigger.make_wait()  # what trigger.run() runs, here with its state in view
         wdata_conn.stop_listening()
-        waiting = asyncio.ensure_future(final_event(trigger))
-        for _ in range(400):  # until the trigger has seen the refusal (an event, not a fixed sleep)
-            if trigger.last_error is not None:
+        waiting = asyncio.ensure_future(wait.arun(WdataHook(**trigger.hook_params), trigger.log))
+        for _ in range(400):  # until the wait has seen the refusal (an event, not a fixed sleep)
+            if wait.last_error is not None:
                 break
             await asyncio.sleep(0.01)
-        assert "failed before the request was sent" in str(trigger.last_error)
+        assert "failed before the request was sent" in str(wait.last_error)
         wdata_conn.start_listening()
         return await waiting
 

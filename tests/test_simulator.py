@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -18,7 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_wdata.testing import Fault, RecordedRequest, WdataSimulator
+from airflow_provider_wdata.testing import Fault, ManualClock, RecordedRequest, WdataSimulator
+from airflow_provider_wdata.testing.__main__ import build_parser
 
 STATUSES = {"not_started", "running", "complete", "error", "cancelled"}
 RUN_KEYS = {
@@ -62,14 +65,6 @@ CONNECTION_KEYS = {
     "lastRun",
 }
 BATCH = "/api/v1/connections/batch/refresh"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -207,13 +202,13 @@ def test_api_requires_a_valid_bearer_token(sim: WdataSimulator) -> None:
 
 
 def test_tokens_really_expire_after_their_lifetime() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     with WdataSimulator(token_lifetime=1, clock=clock) as sim:
         session = api(sim)
         url = sim.url("/api/v1/connections")
-        clock.now += 0.9
+        clock.advance(0.9)
         assert session.get(url, timeout=5).status_code == 200
-        clock.now += 0.1
+        clock.advance(0.1)
         assert session.get(url, timeout=5).status_code == 401
 
 
@@ -337,13 +332,13 @@ def test_per_connection_polls_to_finish() -> None:
 
 
 def test_time_based_progress() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     with WdataSimulator(polls_to_finish=None, seconds_to_finish=5, clock=clock) as sim:
         session = api(sim)
         batch_id = start_batch(session, sim, "conn-1")["batchRefreshId"]
         assert statuses(poll_batch(session, sim, batch_id)) == ("running", "running")
         assert statuses(poll_batch(session, sim, batch_id)) == ("running", "running")
-        clock.now += 5
+        clock.advance(5)
         assert statuses(poll_batch(session, sim, batch_id)) == ("complete", "complete")
 
 
@@ -387,6 +382,36 @@ def test_script_connection_only_affects_future_refreshes(sim: WdataSimulator) ->
         old, new = poll_batch(session, sim, before), poll_batch(session, sim, after)
     assert statuses(old) == ("complete", "complete")
     assert statuses(new) == ("error", "error")
+
+
+def test_outcomes_per_refresh_over_http(sim: WdataSimulator) -> None:
+    sim.script_connection("conn-2", outcomes=["error", "complete"], error="Source file missing", polls_to_finish=1)
+    session = api(sim)
+    first = start_batch(session, sim, "conn-1", "conn-2")["batchRefreshId"]
+    second = start_batch(session, sim, "conn-2")["batchRefreshId"]
+    alone = session.post(sim.url("/api/v1/connections/conn-2/refresh"), json={"sourceParameters": {"y": 1}}, timeout=5)
+    failed = poll_batch(session, sim, first)["childRefreshes"][1]
+    assert statuses(failed) == ("error", "error") and failed["error"] == "Source file missing"
+    assert statuses(poll_batch(session, sim, second)["childRefreshes"][0]) == ("complete", "complete")
+    status = session.get(
+        sim.url("/api/v1/connections/conn-2/status"), params={"jobId": alone.json()["body"]["jobId"]}, timeout=5
+    )
+    assert statuses(status.json()["body"]) == ("complete", "complete")  # the last outcome repeats
+    # Counting refresh starts: the runs the service accepted, and the requests sent.
+    conn_2_runs = [run for run in sim.runs.values() if run.connection_id == "conn-2"]
+    assert [(run.attempt, run.outcome, run.batch_id) for run in conn_2_runs] == [
+        (1, "error", first),
+        (2, "complete", second),
+        (3, "complete", None),
+    ]
+    assert conn_2_runs[2].request == {"sourceParameters": {"y": 1}}
+    assert sim.connections["conn-2"].refreshes == 3
+    starts = [r for r in sim.requests if r.method == "POST" and r.path.endswith("/refresh")]
+    assert [r.json() for r in starts] == [
+        [{"connectionId": "conn-1"}, {"connectionId": "conn-2"}],
+        [{"connectionId": "conn-2"}],
+        {"sourceParameters": {"y": 1}},
+    ]
 
 
 def test_cancel_unwritables(sim: WdataSimulator) -> None:
@@ -565,19 +590,20 @@ def test_forever_fault_until_cleared(sim: WdataSimulator) -> None:
     assert requests.post(sim.token_url, data=data, timeout=5).status_code == 200
 
 
-def test_slow_fault() -> None:
+def test_slow_fault_answers_normally_and_stop_does_not_wait_for_it() -> None:
     with WdataSimulator(shutdown_timeout=0.1) as sim:
         session = api(sim)
-        sim.add_fault(Fault(kind="slow", delay=0.3, path_contains="/connections/conn-1"))
-        start = time.monotonic()
+        quick = sim.add_fault(Fault(kind="slow", delay=0.01, path_contains="/connections/conn-1"))
         response = session.get(sim.url("/api/v1/connections/conn-1"), timeout=5)
-        assert time.monotonic() - start >= 0.3
         assert response.status_code == 200 and response.json()["body"]["id"] == "conn-1"
-        sim.add_fault(Fault(kind="slow", delay=5))
+        assert quick.fired == 1 and sim.faults == []
+        sim.add_fault(Fault(kind="slow", delay=600, method="POST"))
         with pytest.raises(requests.exceptions.ReadTimeout):
-            session.get(sim.url("/api/v1/connections"), timeout=0.2)
-        stopping = time.monotonic()
-    assert time.monotonic() - stopping < 2  # stop() does not wait for the 5 s delay
+            session.post(sim.url(BATCH), json=[{"connectionId": "conn-1"}], timeout=0.2)
+        thread = sim._thread
+    # Had stop() waited for the delay, the held-back request would have started a batch.
+    assert thread is not None and not thread.is_alive()
+    assert sim.batches == {}
 
 
 def test_drop_fault(sim: WdataSimulator) -> None:
@@ -629,6 +655,45 @@ def test_fault_validation() -> None:
         sim.add_connection("conn-1")
     with pytest.raises(ValueError):
         sim.script_connection("conn-1", outcome="maybe")
+
+
+# --------------------------------------------------------------------------------------------- rate limit
+
+
+def test_rate_limit_answers_429_with_retry_after_per_client() -> None:
+    clock = ManualClock()
+    with WdataSimulator(rate_limit=1, rate_limit_window=3600, token_lifetime=10**6, clock=clock) as sim:
+        session = api(sim)
+        url = sim.url("/api/v1/connections")
+        assert session.get(url, timeout=5).status_code == 200
+        refused = [session.get(url, timeout=5) for _ in range(2)]
+        assert [r.status_code for r in refused] == [429, 429]
+        assert refused[0].headers["Retry-After"] == "3600" and refused[0].json()["code"] == 429
+        assert sim.rate_limited == 2
+        assert get_token(sim)  # the token endpoint is not limited
+        other_token = api(sim)  # a new token of the same client shares its limit
+        assert other_token.get(url, timeout=5).status_code == 429
+        clock.advance(3599)
+        assert session.get(url, timeout=5).headers["Retry-After"] == "1"
+        clock.advance(1)
+        assert session.get(url, timeout=5).status_code == 200
+        assert sim.rate_limited == 4
+
+
+def test_rate_limit_can_change_and_faults_are_not_counted(sim: WdataSimulator) -> None:
+    session = api(sim)
+    url = sim.url("/api/v1/connections")
+    assert [session.get(url, timeout=5).status_code for _ in range(3)] == [200] * 3
+    sim.set_rate_limit(2, window=3600)
+    sim.add_fault(Fault(status=429))
+    assert [session.get(url, timeout=5).status_code for _ in range(4)] == [429, 200, 200, 429]
+    assert sim.rate_limited == 1
+    assert session.get(sim.url("/api/v1/connections/ghost"), headers={"Authorization": ""}).status_code == 401
+    assert sim.rate_limited == 1  # unauthenticated requests are refused before the limit
+    sim.set_rate_limit(None)
+    assert session.get(url, timeout=5).status_code == 200
+    with pytest.raises(ValueError):
+        sim.set_rate_limit(0)
 
 
 # ---------------------------------------------------------------------------------------- socket control
@@ -700,8 +765,14 @@ def test_airflow_connection_helpers(sim: WdataSimulator) -> None:
         "host": sim.base_url,
         "extra": {"token_url": sim.token_url},
     }
-    name, value = sim.airflow_conn_uri_env("my_wdata")
+    name, value = sim.airflow_conn_env("my_wdata")
     assert name == "AIRFLOW_CONN_MY_WDATA" and json.loads(value) == sim.airflow_connection()
+
+
+def test_airflow_conn_uri_env_is_a_deprecated_alias(sim: WdataSimulator) -> None:
+    with pytest.warns(DeprecationWarning, match="airflow_conn_env"):
+        old = sim.airflow_conn_uri_env("my_wdata")
+    assert old == sim.airflow_conn_env("my_wdata")
 
 
 def test_https(tmp_path: Path) -> None:
@@ -743,35 +814,39 @@ async def test_usable_from_another_event_loop() -> None:
 # ------------------------------------------------------------------------------------------------- CLI
 
 
-def test_cli_serves_until_sigterm() -> None:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_cli_prints_exports_and_connection_ids_then_serves_until_sigterm() -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "airflow_provider_wdata.testing", "--port", str(port)]
+    command += ["--client-id", "cli-id", "--client-secret", "cli secret's", "--outcome", "conn-9=error,complete"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_wdata.testing",
-            "--client-id",
-            "cli-id",
-            "--client-secret",
-            "cli-secret",
-            "--outcome",
-            "conn-9=error",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        name, _, quoted = line.partition("=")
-        assert name == "AIRFLOW_CONN_WDATA_DEFAULT" and quoted.startswith("'") and quoted.endswith("'")
-        conn = json.loads(quoted[1:-1])
-        assert conn["login"] == "cli-id" and conn["conn_type"] == "wdata"
-        assert process.stdout.readline().strip() == f"WDATA_BASE_URL={conn['host']}"
+        lines = []
+        while not lines or not lines[-1].startswith("# Serving"):
+            line = process.stdout.readline()
+            assert line, f"the simulator exited early: {process.stderr.read() if process.stderr else ''}"
+            lines.append(line.rstrip("\n"))
+        assert lines[0].startswith("export AIRFLOW_CONN_WDATA_DEFAULT=")
+        exported = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines[:3])
+        conn = json.loads(exported["AIRFLOW_CONN_WDATA_DEFAULT"])
+        assert conn["login"] == "cli-id" and conn["password"] == "cli secret's" and conn["conn_type"] == "wdata"
+        assert exported["WDATA_BASE_URL"] == conn["host"] == f"http://127.0.0.1:{port}/s/wdata/prep"
+        assert exported["WDATA_TOKEN_URL"] == conn["extra"]["token_url"]
+        assert lines[3] == (
+            "# Wdata connection ids served: conn-1 (complete), conn-2 (complete), conn-3 (complete), "
+            "conn-9 (error/complete)"
+        )
         token = requests.post(
             conn["extra"]["token_url"],
-            data={"grant_type": "client_credentials", "client_id": "cli-id", "client_secret": "cli-secret"},
+            data={"grant_type": "client_credentials", "client_id": "cli-id", "client_secret": "cli secret's"},
             timeout=5,
         )
         assert token.status_code == 200
@@ -787,3 +862,24 @@ def test_cli_serves_until_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_cli_help_describes_every_flag() -> None:
+    parser = build_parser()
+    flags = [action for action in parser._actions if action.option_strings and action.dest != "help"]
+    assert {a.dest for a in flags} >= {"port", "outcome", "rate_limit", "conn_id", "polls_to_finish"}
+    assert all(action.help for action in flags), [a.dest for a in flags if not a.help]
+    help_text = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_wdata.testing", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert all(flag in help_text for action in flags for flag in action.option_strings)
+
+
+@pytest.mark.parametrize("value", ["conn-1", "=error", "conn-1=maybe", "conn-1=error,"])
+def test_cli_rejects_bad_outcomes(value: str) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--outcome", value])

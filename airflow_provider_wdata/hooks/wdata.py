@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Generator, Sequence
-from typing import Any, NamedTuple, NoReturn, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import tenacity
 
 from airflow_provider_wdata import protocol
 from airflow_provider_wdata._compat import BaseHook, aget_connection
 from airflow_provider_wdata.config import WdataConfig, build_config
-from airflow_provider_wdata.exceptions import WdataApiError, WdataAuthError, WdataConfigError, WdataError
+from airflow_provider_wdata.exceptions import WdataApiError, WdataConfigError, WdataError
 from airflow_provider_wdata.models import ConnectionRun, RefreshBatch, WdataConnection
 from airflow_provider_wdata.protocol import ApiRequest, Envelope, RawResponse
 from airflow_provider_wdata.tokens import DEFAULT_RENEW_MARGIN, TOKENS, AccessToken
@@ -24,20 +24,6 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_BACKOFF_INITIAL = 1.0
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_RETRY_AFTER_MAX = 120.0
-
-
-class _NeedToken(NamedTuple):
-    config: WdataConfig
-
-
-class _Send(NamedTuple):
-    request: ApiRequest
-    config: WdataConfig
-    token: AccessToken
-
-
-_Step = _NeedToken | _Send
-_Exchange = Generator[_Step, Any, Envelope]
 
 
 class _WaitRetryAfterOr(tenacity.wait.wait_base):
@@ -53,22 +39,6 @@ class _WaitRetryAfterOr(tenacity.wait.wait_base):
         if retry_after is not None:
             return min(float(retry_after), self.cap)
         return float(self.backoff(retry_state))
-
-
-def _send_step(request: ApiRequest, config: WdataConfig, token: AccessToken) -> Generator[_Step, Any, RawResponse]:
-    """Send one request; a failure after which a start may have happened says so (token errors never do)."""
-    try:
-        raw: RawResponse = yield _Send(request, config, token)
-    except WdataError as error:
-        _raise_refined(request, error)
-    return raw
-
-
-def _raise_refined(request: ApiRequest, error: WdataError) -> NoReturn:
-    refined = protocol.refine_error(request, error)
-    if refined is error:
-        raise error
-    raise refined from error
 
 
 def _build(config: WdataConfig, build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> ApiRequest:
@@ -147,17 +117,7 @@ class WdataHook(BaseHook):
     # ------------------------------------------------------------------------------------ connection
 
     def _build_config(self, conn: Any) -> WdataConfig:
-        config = self._checked_config(conn)
-        if config.verify is False:
-            self.log.warning(
-                "TLS certificate verification is OFF for connection %r (extra 'verify' is false): "
-                "anyone on the network path could read the client secret. Use it only for a trusted test setup.",
-                config.conn_id,
-            )
-        return config
-
-    def _checked_config(self, conn: Any) -> WdataConfig:
-        return build_config(
+        config = build_config(
             self.wdata_conn_id,
             login=conn.login,
             password=conn.password,
@@ -166,6 +126,13 @@ class WdataHook(BaseHook):
             extras=conn.extra_dejson,
             timeout=self.timeout,
         )
+        if config.verify is False:
+            self.log.warning(
+                "TLS certificate verification is OFF for connection %r (extra 'verify' is false): "
+                "anyone on the network path could read the client secret. Use it only for a trusted test setup.",
+                config.conn_id,
+            )
+        return config
 
     @property
     def config(self) -> WdataConfig:
@@ -180,37 +147,16 @@ class WdataHook(BaseHook):
             self._config = self._build_config(await aget_connection(self.wdata_conn_id))
         return self._config
 
-    # ------------------------------------------------------------------------------------ one exchange
+    # ------------------------------------------------------------------------------------ retries
 
-    def _exchange(self, request: ApiRequest, config: WdataConfig) -> _Exchange:
-        """One try of one call, as steps the sync and async drivers carry out: token, send, read."""
-        token = yield _NeedToken(config)
-        raw = yield from _send_step(request, config, token)
-        if raw.status == 401:
-            TOKENS.invalidate(config.token_key, token)
-            token = yield _NeedToken(config)
-            raw = yield from _send_step(request, config, token)
-            if raw.status == 401:
-                error = protocol.api_error(request, raw)
-                raise WdataAuthError(
-                    f"Connection {config.conn_id!r}: the API refused a freshly issued token for "
-                    f"{request} ({'; '.join(error.messages) or 'HTTP 401'}). Check that the API grant "
-                    "of this client id may use Wdata.",
-                    status=401,
-                    method=request.method,
-                    path=request.path,
-                )
-        try:
-            return protocol.read_envelope(request, raw, self.max_response_bytes)
-        except WdataError as error:
-            _raise_refined(request, error)
+    def _retry_policy(self, request: ApiRequest) -> dict[str, Any]:
+        """tenacity's arguments for one call: which failures are tried again, how long to wait, how to log."""
 
-    def _retrying_args(self, request: ApiRequest) -> dict[str, Any]:
         def log_retry(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0
             self.log.warning(
-                "Wdata %s failed (try %d of %d): %s Trying again in %.1f s.",
+                "Wdata call %s: try %d of %d failed: %s Trying again in %.1f s.",
                 request,
                 state.attempt_number,
                 self.max_attempts,
@@ -229,98 +175,104 @@ class WdataHook(BaseHook):
             "reraise": True,
         }
 
-    # ------------------------------------------------------------------------------------ sync driver
+    # ------------------------------------------------------------------------------------ sync calls
+
+    def _token(self, config: WdataConfig) -> AccessToken:
+        return TOKENS.get(config.token_key, functools.partial(self._fetch_token, config), self.token_renew_margin)
 
     def _fetch_token(self, config: WdataConfig) -> tuple[str, float]:
         self.log.debug("Fetching a Wdata access token for connection %r", config.conn_id)
         return protocol.read_token(config, self._transport.post_token(config))
 
-    def _perform(self, step: _Step) -> Any:
-        if isinstance(step, _NeedToken):
-            fetch = functools.partial(self._fetch_token, step.config)
-            return TOKENS.get(step.config.token_key, fetch, self.token_renew_margin)
-        return self._transport.send(step.request, step.config, step.token)
+    def _send_once(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
+        try:
+            return self._transport.send(request, config, token)
+        except WdataError as error:
+            failure = protocol.refine_error(request, error)
+        raise failure  # outside the except block: no exception chained to it
 
     def _try_once(self, request: ApiRequest, config: WdataConfig) -> Envelope:
-        exchange, result, error = self._exchange(request, config), None, None
-        while True:
-            try:
-                step = exchange.throw(error) if error else exchange.send(result)
-            except StopIteration as done:
-                return done.value
-            try:
-                result, error = self._perform(step), None
-            except WdataError as failure:
-                result, error = None, failure
+        """Token, send, and on a 401 one more send with a fresh token."""
+        token = self._token(config)
+        raw = self._send_once(request, config, token)
+        if raw.status == 401:
+            TOKENS.invalidate(config.token_key, token)
+            raw = self._send_once(request, config, self._token(config))
+        return protocol.read_response(request, raw, config, self.max_response_bytes)
 
-    def _send(self, request: ApiRequest, config: WdataConfig) -> Envelope:
-        # The first try runs outside tenacity, whose bookkeeping costs more than a poll; only a retryable
-        # failure hands over to it, as its attempt 1.
+    def _request(self, request: ApiRequest, config: WdataConfig) -> Envelope:
+        """:meth:`_try_once` under the retry policy.
+
+        The first try runs outside tenacity, whose bookkeeping costs more than a status read; a retryable failure
+        hands over to it as its attempt 1.
+        """
         try:
             return self._try_once(request, config)
         except WdataError as error:
             if not error.retryable:
                 raise
-            first: WdataError | None = error
-        for attempt in tenacity.Retrying(**self._retrying_args(request)):
-            with attempt:
-                if first is not None:
-                    failure, first = first, None
-                    raise failure
-                return self._try_once(request, config)
-        raise AssertionError("unreachable: tenacity reraises the last error")
+            first_failure = [error]
+
+        def again() -> Envelope:
+            if first_failure:
+                raise first_failure.pop()
+            return self._try_once(request, config)
+
+        return tenacity.Retrying(**self._retry_policy(request))(again)
 
     def _call(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
         config = self.config
-        return parse(self._send(_build(config, build, *args, **kw), config).body)
+        return parse(self._request(_build(config, build, *args, **kw), config).body)
 
-    # ----------------------------------------------------------------------------------- async driver
+    # ----------------------------------------------------------------------------------- async calls
+
+    async def _atoken(self, config: WdataConfig) -> AccessToken:
+        # Every read of every trigger asks: a cached token costs no callback and no coroutine.
+        token = TOKENS.fresh(config.token_key)
+        if token is not None:
+            return token
+        fetch = functools.partial(self._afetch_token, config)
+        return await TOKENS.aget(config.token_key, fetch, self.token_renew_margin)
 
     async def _afetch_token(self, config: WdataConfig) -> tuple[str, float]:
         self.log.debug("Fetching a Wdata access token for connection %r", config.conn_id)
         return protocol.read_token(config, await self._atransport.post_token(config))
 
-    async def _aperform(self, step: _Step) -> Any:
-        if isinstance(step, _NeedToken):
-            # Every poll of every trigger asks: a cached token costs no callback and no coroutine.
-            token = TOKENS.fresh(step.config.token_key)
-            if token is not None:
-                return token
-            fetch = functools.partial(self._afetch_token, step.config)
-            return await TOKENS.aget(step.config.token_key, fetch, self.token_renew_margin)
-        return await self._atransport.send(step.request, step.config, step.token)
+    async def _asend_once(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
+        try:
+            return await self._atransport.send(request, config, token)
+        except WdataError as error:
+            failure = protocol.refine_error(request, error)
+        raise failure
 
     async def _atry_once(self, request: ApiRequest, config: WdataConfig) -> Envelope:
-        exchange, result, error = self._exchange(request, config), None, None
-        while True:
-            try:
-                step = exchange.throw(error) if error else exchange.send(result)
-            except StopIteration as done:
-                return done.value
-            try:
-                result, error = await self._aperform(step), None
-            except WdataError as failure:
-                result, error = None, failure
+        """Async :meth:`_try_once`."""
+        token = await self._atoken(config)
+        raw = await self._asend_once(request, config, token)
+        if raw.status == 401:
+            TOKENS.invalidate(config.token_key, token)
+            raw = await self._asend_once(request, config, await self._atoken(config))
+        return protocol.read_response(request, raw, config, self.max_response_bytes)
 
-    async def _asend(self, request: ApiRequest, config: WdataConfig) -> Envelope:
-        """Async :meth:`_send`."""
+    async def _arequest(self, request: ApiRequest, config: WdataConfig) -> Envelope:
+        """Async :meth:`_request`."""
         try:
             return await self._atry_once(request, config)
         except WdataError as error:
             if not error.retryable:
                 raise
-            first: WdataError | None = error
-        async for attempt in tenacity.AsyncRetrying(**self._retrying_args(request)):
-            with attempt:
-                if first is not None:
-                    failure, first = first, None
-                    raise failure
-                return await self._atry_once(request, config)
-        raise AssertionError("unreachable: tenacity reraises the last error")
+            first_failure = [error]
+
+        async def again() -> Envelope:
+            if first_failure:
+                raise first_failure.pop()
+            return await self._atry_once(request, config)
+
+        return await tenacity.AsyncRetrying(**self._retry_policy(request))(again)
 
     async def _acall(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
         config = self._config or await self.aget_config()
-        return parse((await self._asend(_build(config, build, *args, **kw), config)).body)
+        return parse((await self._arequest(_build(config, build, *args, **kw), config)).body)
 
     # ---------------------------------------------------------------------------------------- calls
 
@@ -437,7 +389,7 @@ class WdataHook(BaseHook):
         filters = _filters(source_type, source_id, destination_type, destination_id, page_size)
         config, pages = self.config, _Pages()
         while not pages.done:
-            pages.add(self._send(protocol.list_connections(cursor=pages.cursor, **filters), config))
+            pages.add(self._request(protocol.list_connections(cursor=pages.cursor, **filters), config))
         return pages.found
 
     async def alist_connections(
@@ -453,7 +405,7 @@ class WdataHook(BaseHook):
         filters = _filters(source_type, source_id, destination_type, destination_id, page_size)
         config, pages = await self.aget_config(), _Pages()
         while not pages.done:
-            pages.add(await self._asend(protocol.list_connections(cursor=pages.cursor, **filters), config))
+            pages.add(await self._arequest(protocol.list_connections(cursor=pages.cursor, **filters), config))
         return pages.found
 
     # ------------------------------------------------------------------------------------ Airflow UI
@@ -462,7 +414,7 @@ class WdataHook(BaseHook):
         """Fetch a token and read one page of connections: what the UI's "Test" button runs."""
         try:
             config = self.config
-            envelope = self._send(protocol.list_connections(limit=1), config)
+            envelope = self._request(protocol.list_connections(limit=1), config)
         except WdataError as error:
             return False, _without_conn_id(str(error), self.wdata_conn_id)
         seen = "at least one connection" if _connections(envelope) else "no connections yet"

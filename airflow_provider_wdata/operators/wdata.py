@@ -1,33 +1,32 @@
-"""Operators that start Wdata refreshes and (by default) wait for them to end."""
+"""Operators that start Wdata refreshes and (by default) wait for them to end.
+
+With ``durable=True`` (the default) on Airflow 3.3+, what a try started is kept in the task's state store
+(:mod:`airflow_provider_wdata.durable`), so a retry reattaches to a refresh still running, returns one that has
+succeeded since, or reruns only the connections that failed: never a second start of what already ran.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow_provider_wdata import protocol
+from airflow_provider_wdata import durable, protocol
 from airflow_provider_wdata._compat import BaseOperator, Context, default_deferrable
+from airflow_provider_wdata.arguments import is_templated, positive_seconds
+from airflow_provider_wdata.decision import Decision, Outcome, decide_batch, decide_connection_run
+from airflow_provider_wdata.durable import StartedRefresh
 from airflow_provider_wdata.exceptions import WdataError
 from airflow_provider_wdata.hooks.wdata import WdataHook
-from airflow_provider_wdata.sensors.wdata import DEFERRAL_TIMEOUT_GRACE
-from airflow_provider_wdata.triggers.wdata import (
-    DEFAULT_POLL_INTERVAL,
-    BatchRefreshTrigger,
-    ConnectionRefreshTrigger,
-    _RefreshTrigger,
-    finish,
-)
+from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
+from airflow_provider_wdata.wait import DEFAULT_POLL_INTERVAL, DEFERRAL_TIMEOUT_GRACE, finish
 
 #: Default longest wait for a refresh to end (seconds): seven days, as for Airflow's sensors.
 DEFAULT_WAIT_TIMEOUT = 7 * 24 * 3600.0
 
-
-def _templated(value: Any) -> bool:
-    return "{{" in json.dumps(value, default=str)
+_warned_no_store = False
 
 
 class _StartsRefresh(BaseOperator):
@@ -44,6 +43,7 @@ class _StartsRefresh(BaseOperator):
         timeout: float | timedelta = DEFAULT_WAIT_TIMEOUT,
         fail_fast: bool = False,
         tolerate_cancelled: bool = False,
+        durable: bool = True,
         hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -53,29 +53,87 @@ class _StartsRefresh(BaseOperator):
         self.workspace_id = workspace_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self.poll_interval = positive_seconds(poll_interval, "poll_interval")
+        self.timeout = positive_seconds(timeout, "timeout")
         self.fail_fast = fail_fast
         self.tolerate_cancelled = tolerate_cancelled
-        if self.poll_interval <= 0 or self.timeout <= 0:
-            raise ValueError("poll_interval and timeout must be positive numbers of seconds.")
+        self.durable = durable
+        if workspace_id is not None and not is_templated(workspace_id):
+            protocol.validate_workspace_id(workspace_id)
 
     @cached_property
     def hook(self) -> WdataHook:
         return WdataHook(self.wdata_conn_id, **self.hook_params)
 
-    def _trigger_options(self) -> dict[str, Any]:
-        return {
-            "wdata_conn_id": self.wdata_conn_id,
-            "workspace_id": self.workspace_id,
-            "poll_interval": self.poll_interval,
-            "deadline": time.time() + self.timeout,
-            "fail_fast": self.fail_fast,
-            "tolerate_cancelled": self.tolerate_cancelled,
-            "hook_params": self.hook_params,
-        }
+    # what each operator defines -------------------------------------------------------------------
 
-    def _wait(self, trigger: _RefreshTrigger) -> Any:
+    def requested(self) -> list[dict[str, Any]]:
+        """The RefreshConnection fields of every connection this task refreshes (snake_case)."""
+        raise NotImplementedError
+
+    def start(self, connections: list[dict[str, Any]], context: Context) -> StartedRefresh:
+        """Start refreshing ``connections``; the record of what started (not yet saved)."""
+        raise NotImplementedError
+
+    def read(self, record: StartedRefresh) -> Any:
+        """Read the recorded refresh's status."""
+        raise NotImplementedError
+
+    def decide(self, refresh: Any) -> Decision:
+        raise NotImplementedError
+
+    def make_trigger(
+        self, record: StartedRefresh, last_read_at: float
+    ) -> BatchRefreshTrigger | ConnectionRefreshTrigger:
+        raise NotImplementedError
+
+    def ids_of(self, record: StartedRefresh) -> Any:
+        """What the task returns when it does not wait, and pushes to XCom at once."""
+        raise NotImplementedError
+
+    # one try --------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        store = self._store(context)
+        record = durable.load(store, context, self.log) if store is not None else None
+        if record is not None:
+            return self._resume(record, context, store)
+        return self._start_and_wait(self.requested(), context, store)
+
+    def _store(self, context: Context) -> Any:
+        if not self.durable:
+            return None
+        store = durable.task_state_store(context)
+        if store is None:
+            global _warned_no_store
+            if not _warned_no_store:
+                _warned_no_store = True
+                self.log.info(
+                    "Durable retries need Airflow 3.3 or later (the task state store): a retry of this task "
+                    "starts its refresh again."
+                )
+        return store
+
+    def _start_and_wait(
+        self, connections: list[dict[str, Any]], context: Context, store: Any, completed: Sequence[dict[str, Any]] = ()
+    ) -> Any:
+        record = self.start(connections, context)
+        record.connections = self.requested()
+        record.clear_number = durable.clear_number(context)
+        record.completed = list(completed)
+        started_at = time.time()
+        if store is not None:
+            durable.save(store, record)
+        return self._follow(record, context, started_at)
+
+    def _follow(self, record: StartedRefresh, context: Context, last_read_at: float) -> Any:
+        """Push the ids, then return them or wait (deferred or in this worker) for the refresh to end."""
+        ids = self.ids_of(record)
+        for key, value in ids.items() if isinstance(ids, dict) else ():
+            context["ti"].xcom_push(key=key, value=value)
+        if not self.wait_for_completion:
+            return ids.get("batch_refresh_id") or ids.get("job_id")
+        trigger = self.make_trigger(record, last_read_at)
         if self.deferrable:
             self.log.info("Deferring: the triggerer polls every %s s for up to %s s.", self.poll_interval, self.timeout)
             self.defer(
@@ -83,11 +141,53 @@ class _StartsRefresh(BaseOperator):
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_GRACE),
             )
-        return finish(trigger.wait(self.hook, self.log), log=self.log, soft_fail=False)
+        return self._result(finish(trigger.make_wait().run(self.hook, self.log), log=self.log), record)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Called with the trigger's final event once a deferred wait ends."""
-        return finish(event, log=self.log, soft_fail=False)
+        summary = finish(event, log=self.log)
+        store = self._store(context)
+        record = durable.load(store, context, self.log) if store is not None else None
+        return self._result(summary, record)
+
+    def _result(self, summary: Any, record: StartedRefresh | None) -> Any:
+        """The refresh's summary, covering the runs that succeeded in an earlier batch of this task too."""
+        if record is None or not record.completed or not isinstance(summary, dict):
+            return summary
+        return {**summary, "child_refreshes": [*record.completed, *(summary.get("child_refreshes") or [])]}
+
+    # a later try -----------------------------------------------------------------------------------
+
+    def _resume(self, record: StartedRefresh, context: Context, store: Any) -> Any:
+        attempt = f"Try {_try_number(context)}"
+        what = _describe(record)
+        try:
+            refresh = self.read(record)
+        except WdataError as error:
+            if error.retryable:
+                raise  # the service is in trouble: failing this try is safer than a second start
+            self.log.warning("%s: %s cannot be read (%s); starting afresh.", attempt, what, error)
+            return self._start_and_wait(self.requested(), context, store)
+        decision = self.decide(refresh)
+        if decision.outcome is Outcome.RUNNING:
+            self.log.info("%s: %s is still running; waiting on it instead of starting another.", attempt, what)
+            return self._follow(record, context, time.time())
+        if decision.outcome is Outcome.SUCCESS:
+            self.log.info("%s: %s has succeeded; returning its result without starting another.", attempt, what)
+            return self._result(refresh.to_dict(), record)
+        rerun, completed = self.plan_rerun(record, refresh, decision)
+        names = ", ".join(str(c["connection_id"]) for c in rerun)
+        which = "all" if len(rerun) == len(record.connections) else "only the failed"
+        self.log.info(
+            "%s: %s ended badly; starting %s %d connection(s) again: %s", attempt, what, which, len(rerun), names
+        )
+        return self._start_and_wait(rerun, context, store, completed)
+
+    def plan_rerun(
+        self, record: StartedRefresh, refresh: Any, decision: Decision
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What to start again after a failed refresh, and the runs that succeeded and are kept."""
+        return record.connections, []
 
 
 class WdataRefreshBatchOperator(_StartsRefresh):
@@ -105,33 +205,74 @@ class WdataRefreshBatchOperator(_StartsRefresh):
     :param timeout: seconds (or a timedelta) to wait before failing with a timeout.
     :param fail_fast: fail as soon as one connection refresh failed.
     :param tolerate_cancelled: treat cancelled connection refreshes as fine rather than failed.
+    :param durable: on Airflow 3.3+, a retry of this task reattaches to the batch it started, returns it once
+        it has succeeded, or reruns what failed, instead of starting every connection again.
+    :param retry_failed_only: when a retry finds the batch failed, start a new batch of only the connections
+        that failed or were cancelled (with the fields they were first asked with); False starts all again.
     :param wdata_conn_id: the Airflow connection of type ``wdata``.
     :param hook_params: keyword arguments for :class:`WdataHook` (``timeout``, ``max_attempts``, backoff...).
 
     Pushes the batch id to XCom under ``batch_refresh_id`` as soon as the batch started, and returns the
-    batch as a JSON-able dict once it ended (the batch id when not waiting).
+    batch as a JSON-able dict once it ended (the batch id when not waiting). After a rerun, the returned
+    batch's ``child_refreshes`` cover every connection of the task.
     """
 
     template_fields: Sequence[str] = ("connections", "workspace_id")
 
-    def __init__(self, *, connections: Sequence[Any] | str, cancel_unwritables: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        connections: Sequence[Any] | str,
+        cancel_unwritables: bool = False,
+        retry_failed_only: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.connections = connections
         self.cancel_unwritables = cancel_unwritables
-        if not _templated(connections):
-            protocol.start_batch_refresh(connections, cancel_unwritables)  # type: ignore[arg-type]
+        self.retry_failed_only = retry_failed_only
+        if not is_templated(connections):
+            protocol.validate_batch_connections(connections)
 
-    def execute(self, context: Context) -> Any:
-        batch = self.hook.start_batch_refresh(self.connections, self.cancel_unwritables, self.workspace_id)
+    def requested(self) -> list[dict[str, Any]]:
+        items = protocol.validate_batch_connections(self.connections)
+        return [
+            {field: item[key] for field, key in protocol.REFRESH_CONNECTION_FIELDS.items() if key in item}
+            for item in items
+        ]
+
+    def start(self, connections: list[dict[str, Any]], context: Context) -> StartedRefresh:
+        batch = self.hook.start_batch_refresh(connections, self.cancel_unwritables, self.workspace_id)
         if not batch.batch_refresh_id:
             raise WdataError(f"Wdata started a batch refresh but returned no batchRefreshId: {batch.to_dict()}")
-        context["ti"].xcom_push(key="batch_refresh_id", value=batch.batch_refresh_id)
-        self.log.info(
-            "Started Wdata batch refresh %s of %d connections.", batch.batch_refresh_id, len(self.connections)
+        self.log.info("Started Wdata batch refresh %s of %d connections.", batch.batch_refresh_id, len(connections))
+        return StartedRefresh(
+            connections=connections, batch_id=batch.batch_refresh_id, cancel_unwritables=self.cancel_unwritables
         )
-        if not self.wait_for_completion:
-            return batch.batch_refresh_id
-        return self._wait(BatchRefreshTrigger(batch_id=batch.batch_refresh_id, **self._trigger_options()))
+
+    def read(self, record: StartedRefresh) -> Any:
+        return self.hook.get_batch_refresh(str(record.batch_id), workspace_id=self.workspace_id)
+
+    def decide(self, refresh: Any) -> Decision:
+        return decide_batch(refresh, tolerate_cancelled=self.tolerate_cancelled)
+
+    def make_trigger(self, record: StartedRefresh, last_read_at: float) -> BatchRefreshTrigger:
+        return BatchRefreshTrigger(batch_id=str(record.batch_id), **_trigger_options(self, last_read_at))
+
+    def ids_of(self, record: StartedRefresh) -> Any:
+        return {"batch_refresh_id": record.batch_id}
+
+    def plan_rerun(
+        self, record: StartedRefresh, refresh: Any, decision: Decision
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        failed = {run.connection_id for run in decision.failed}
+        known = set(record.connection_ids)
+        if not self.retry_failed_only or not failed or not failed <= known:
+            return record.connections, []
+        rerun = [spec for spec in record.connections if spec["connection_id"] in failed]
+        kept = [child.to_dict() for child in refresh.child_refreshes if child.connection_id not in failed]
+        earlier = [run for run in record.completed if run.get("connection_id") not in failed]
+        return rerun, earlier + kept
 
 
 class WdataRefreshConnectionOperator(_StartsRefresh):
@@ -143,9 +284,9 @@ class WdataRefreshConnectionOperator(_StartsRefresh):
     :param use_previous_source_parameters: reuse the parameters of the previous run for the source.
     :param use_previous_destination_parameters: reuse them for the destination.
 
-    The other parameters are those of :class:`WdataRefreshBatchOperator`. Pushes the job id to XCom under
-    ``job_id`` as soon as the refresh started; returns the run as a JSON-able dict (the job id when not
-    waiting).
+    The other parameters are those of :class:`WdataRefreshBatchOperator` (a retry with ``durable`` starts the
+    connection again only when its run failed). Pushes the job id to XCom under ``job_id`` as soon as the
+    refresh started; returns the run as a JSON-able dict (the job id when not waiting).
     """
 
     template_fields: Sequence[str] = ("connection_id", "source_parameters", "destination_parameters", "workspace_id")
@@ -166,8 +307,8 @@ class WdataRefreshConnectionOperator(_StartsRefresh):
         self.destination_parameters = destination_parameters
         self.use_previous_source_parameters = use_previous_source_parameters
         self.use_previous_destination_parameters = use_previous_destination_parameters
-        if not _templated([connection_id, source_parameters, destination_parameters]):
-            protocol.refresh_connection(connection_id, **self._fields())
+        if not is_templated([connection_id, source_parameters, destination_parameters]):
+            protocol.validate_refresh_fields(connection_id, **self._fields())
 
     def _fields(self) -> dict[str, Any]:
         return {
@@ -177,15 +318,53 @@ class WdataRefreshConnectionOperator(_StartsRefresh):
             "use_previous_destination_parameters": self.use_previous_destination_parameters,
         }
 
-    def execute(self, context: Context) -> Any:
-        run = self.hook.refresh_connection(self.connection_id, workspace_id=self.workspace_id, **self._fields())
+    def requested(self) -> list[dict[str, Any]]:
+        fields = {k: v for k, v in self._fields().items() if v is not None}
+        return [{"connection_id": self.connection_id, **fields}]
+
+    def start(self, connections: list[dict[str, Any]], context: Context) -> StartedRefresh:
+        fields = {k: v for k, v in connections[0].items() if k != "connection_id"}
+        run = self.hook.refresh_connection(self.connection_id, workspace_id=self.workspace_id, **fields)
         if not run.job_id:
             raise WdataError(f"Wdata started a refresh of {self.connection_id} but returned no jobId: {run.to_dict()}")
-        context["ti"].xcom_push(key="job_id", value=run.job_id)
         self.log.info("Started Wdata refresh of connection %s: job %s.", self.connection_id, run.job_id)
-        if not self.wait_for_completion:
-            return run.job_id
-        trigger = ConnectionRefreshTrigger(
-            connection_id=self.connection_id, job_id=run.job_id, **self._trigger_options()
+        return StartedRefresh(connections=connections, job_id=run.job_id)
+
+    def read(self, record: StartedRefresh) -> Any:
+        return self.hook.get_connection_refresh(self.connection_id, str(record.job_id), workspace_id=self.workspace_id)
+
+    def decide(self, refresh: Any) -> Decision:
+        return decide_connection_run(refresh, tolerate_cancelled=self.tolerate_cancelled)
+
+    def make_trigger(self, record: StartedRefresh, last_read_at: float) -> ConnectionRefreshTrigger:
+        return ConnectionRefreshTrigger(
+            connection_id=self.connection_id, job_id=str(record.job_id), **_trigger_options(self, last_read_at)
         )
-        return self._wait(trigger)
+
+    def ids_of(self, record: StartedRefresh) -> Any:
+        return {"job_id": record.job_id}
+
+
+def _trigger_options(operator: _StartsRefresh, last_read_at: float) -> dict[str, Any]:
+    """The wait's options; the start's answer (or the read that found the refresh running) counts as a read."""
+    return {
+        "wdata_conn_id": operator.wdata_conn_id,
+        "workspace_id": operator.workspace_id,
+        "poll_interval": operator.poll_interval,
+        "deadline": time.time() + operator.timeout,
+        "fail_fast": operator.fail_fast,
+        "tolerate_cancelled": operator.tolerate_cancelled,
+        "hook_params": operator.hook_params,
+        "last_read_at": last_read_at,
+    }
+
+
+def _try_number(context: Context) -> Any:
+    ti = context.get("ti") if hasattr(context, "get") else None
+    return getattr(ti, "try_number", "?")
+
+
+def _describe(record: StartedRefresh) -> str:
+    if record.batch_id:
+        return f"batch {record.batch_id} (connections {', '.join(record.connection_ids)})"
+    return f"refresh {record.job_id} of connection {', '.join(record.connection_ids)}"

@@ -1,30 +1,27 @@
-"""Sensors that wait on a batch refresh or a single connection refresh, poking or deferred."""
+"""Sensors that wait on a batch refresh or a single connection refresh, poking or deferred.
+
+Each poke is one read of a :class:`~airflow_provider_wdata.wait.RefreshWait`; deferred, the sensor reads once
+and hands the same wait to a trigger. Sensors start nothing.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow_provider_wdata._compat import (
-    BaseSensorOperator,
-    Context,
-    PokeReturnValue,
-    default_deferrable,
-)
+from airflow_provider_wdata import protocol
+from airflow_provider_wdata._compat import BaseSensorOperator, Context, PokeReturnValue, default_deferrable
+from airflow_provider_wdata.arguments import is_templated, positive_seconds
 from airflow_provider_wdata.hooks.wdata import WdataHook
-from airflow_provider_wdata.triggers.wdata import (
-    BatchRefreshTrigger,
-    ConnectionRefreshTrigger,
-    _RefreshTrigger,
-    finish,
-)
+from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
+from airflow_provider_wdata.wait import DEFAULT_POLL_INTERVAL, DEFERRAL_TIMEOUT_GRACE, RefreshWait, finish
 
-#: Airflow's own deferral timeout is set this much later than the trigger's deadline, as a backstop, so
-#: that the trigger's ``timeout`` event (which carries the last statuses) normally ends the wait.
-DEFERRAL_TIMEOUT_GRACE = 60.0
+#: Default longest wait (seconds): seven days, as for Airflow's sensors.
+DEFAULT_SENSOR_TIMEOUT = 7 * 24 * 3600.0
 
 
 class _RefreshSensor(BaseSensorOperator):
@@ -33,28 +30,37 @@ class _RefreshSensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        wdata_conn_id: str = WdataHook.default_conn_name,
-        workspace_id: str | None = None,
-        fail_fast: bool = False,
-        tolerate_cancelled: bool = False,
-        deferrable: bool | None = None,
-        poke_interval: float = 30,
-        hook_params: dict[str, Any] | None = None,
+        wdata_conn_id: str,
+        workspace_id: str | None,
+        fail_fast: bool,
+        tolerate_cancelled: bool,
+        deferrable: bool | None,
+        poke_interval: float,
+        timeout: float | timedelta,
+        hook_params: dict[str, Any] | None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(poke_interval=poke_interval, **kwargs)
+        super().__init__(
+            poke_interval=positive_seconds(poke_interval, "poke_interval"),
+            timeout=positive_seconds(timeout, "timeout"),
+            **kwargs,
+        )
         self.hook_params = dict(hook_params or {})
         self.wdata_conn_id = wdata_conn_id
         self.workspace_id = workspace_id
         self.fail_fast = fail_fast
         self.tolerate_cancelled = tolerate_cancelled
         self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self._poke_trigger: _RefreshTrigger | None = None
+        self._poke_wait: RefreshWait | None = None
+        if workspace_id is not None and not is_templated(workspace_id):
+            protocol.validate_workspace_id(workspace_id)
 
-    def make_trigger(self, deadline: float) -> _RefreshTrigger:
+    def make_trigger(
+        self, *, deadline: float, last_read_at: float | None
+    ) -> BatchRefreshTrigger | ConnectionRefreshTrigger:
         raise NotImplementedError
 
-    def _trigger_options(self, deadline: float) -> dict[str, Any]:
+    def _trigger_options(self, deadline: float, last_read_at: float | None) -> dict[str, Any]:
         return {
             "wdata_conn_id": self.wdata_conn_id,
             "workspace_id": self.workspace_id,
@@ -63,6 +69,7 @@ class _RefreshSensor(BaseSensorOperator):
             "fail_fast": self.fail_fast,
             "tolerate_cancelled": self.tolerate_cancelled,
             "hook_params": self.hook_params,
+            "last_read_at": last_read_at,
         }
 
     @cached_property
@@ -72,11 +79,13 @@ class _RefreshSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        trigger = self.make_trigger(deadline=time.time() + self.timeout)
-        event = trigger.read(self.hook, self.log)
+        trigger = self.make_trigger(deadline=time.time() + self.timeout, last_read_at=None)
+        wait = trigger.make_wait()
+        event = wait.read(self.hook, self.log)
         if event is not None:
             return self.execute_complete(context, event)
         self.log.info("Deferring: the triggerer polls every %s s for up to %s s.", self.poke_interval, self.timeout)
+        trigger.last_read_at = wait.last_read_at
         self.defer(
             trigger=trigger,
             method_name="execute_complete",
@@ -84,10 +93,10 @@ class _RefreshSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> Any:
-        if self._poke_trigger is None:
-            # The deadline is the sensor's own timeout in poke and reschedule mode.
-            self._poke_trigger = self.make_trigger(deadline=float("inf"))
-        event = self._poke_trigger.read(self.hook, self.log)
+        if self._poke_wait is None:
+            # The sensor's own timeout ends a wait in poke and reschedule mode.
+            self._poke_wait = self.make_trigger(deadline=math.inf, last_read_at=None).make_wait()
+        event = self._poke_wait.read(self.hook, self.log)
         if event is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.execute_complete(context, event))
@@ -108,20 +117,47 @@ class BatchRefreshSensor(_RefreshSensor):
     :param deferrable: wait in the triggerer instead of a worker slot (default: ``[operators]
         default_deferrable``). Checks once first and returns at once if the batch has already ended.
     :param poke_interval: seconds between two status reads, in every mode.
-    :param timeout: seconds before the wait ends with a timeout (skipped instead with ``soft_fail``).
+    :param timeout: seconds (or a timedelta) before the wait ends with a timeout (skipped instead with
+        ``soft_fail``).
     :param hook_params: keyword arguments for :class:`WdataHook` (``timeout``, ``max_attempts``, backoff...).
 
+    Every other keyword argument is :class:`BaseSensorOperator`'s (``mode``, ``soft_fail``, ``outlets``...).
     Returns (XCom ``return_value``) the batch as a JSON-able dict with snake_case keys.
     """
 
     template_fields: Sequence[str] = ("batch_id", "workspace_id")
 
-    def __init__(self, *, batch_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        wdata_conn_id: str = WdataHook.default_conn_name,
+        workspace_id: str | None = None,
+        fail_fast: bool = False,
+        tolerate_cancelled: bool = False,
+        deferrable: bool | None = None,
+        poke_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float | timedelta = DEFAULT_SENSOR_TIMEOUT,
+        hook_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            wdata_conn_id=wdata_conn_id,
+            workspace_id=workspace_id,
+            fail_fast=fail_fast,
+            tolerate_cancelled=tolerate_cancelled,
+            deferrable=deferrable,
+            poke_interval=poke_interval,
+            timeout=timeout,
+            hook_params=hook_params,
+            **kwargs,
+        )
         self.batch_id = batch_id
+        if not is_templated(batch_id):
+            protocol.path_param("batch_id", batch_id)
 
-    def make_trigger(self, deadline: float) -> BatchRefreshTrigger:
-        return BatchRefreshTrigger(batch_id=self.batch_id, **self._trigger_options(deadline))
+    def make_trigger(self, *, deadline: float, last_read_at: float | None) -> BatchRefreshTrigger:
+        return BatchRefreshTrigger(batch_id=self.batch_id, **self._trigger_options(deadline, last_read_at))
 
 
 class ConnectionRefreshSensor(_RefreshSensor):
@@ -133,12 +169,39 @@ class ConnectionRefreshSensor(_RefreshSensor):
 
     template_fields: Sequence[str] = ("connection_id", "job_id", "workspace_id")
 
-    def __init__(self, *, connection_id: str, job_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        connection_id: str,
+        job_id: str,
+        wdata_conn_id: str = WdataHook.default_conn_name,
+        workspace_id: str | None = None,
+        fail_fast: bool = False,
+        tolerate_cancelled: bool = False,
+        deferrable: bool | None = None,
+        poke_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float | timedelta = DEFAULT_SENSOR_TIMEOUT,
+        hook_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            wdata_conn_id=wdata_conn_id,
+            workspace_id=workspace_id,
+            fail_fast=fail_fast,
+            tolerate_cancelled=tolerate_cancelled,
+            deferrable=deferrable,
+            poke_interval=poke_interval,
+            timeout=timeout,
+            hook_params=hook_params,
+            **kwargs,
+        )
         self.connection_id = connection_id
         self.job_id = job_id
+        for name, value in (("connection_id", connection_id), ("job_id", job_id)):
+            if not is_templated(value):
+                protocol.path_param(name, value)
 
-    def make_trigger(self, deadline: float) -> ConnectionRefreshTrigger:
+    def make_trigger(self, *, deadline: float, last_read_at: float | None) -> ConnectionRefreshTrigger:
         return ConnectionRefreshTrigger(
-            connection_id=self.connection_id, job_id=self.job_id, **self._trigger_options(deadline)
+            connection_id=self.connection_id, job_id=self.job_id, **self._trigger_options(deadline, last_read_at)
         )

@@ -23,7 +23,7 @@ from airflow_provider_wdata.testing.simulator import WdataSimulator
 
 def airflow_env(home: Path, dags_folder: Path, simulator: WdataSimulator) -> dict[str, str]:
     """Environment for Airflow processes that use ``simulator`` as their ``wdata_default`` connection."""
-    name, value = simulator.airflow_conn_uri_env("wdata_default")
+    name, value = simulator.airflow_conn_env("wdata_default")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         {

@@ -1,0 +1,197 @@
+"""One measured client process, started by ``bench_triggers.py`` (a fresh process: its CPU time and RSS are its own).
+
+- ``--mode trigger``: N ``BatchRefreshTrigger``s in one event loop, each on its own batch, each driven as the
+  triggerer drives it (``async for event in trigger.run()``). They read the Airflow connection
+  ``wdata_default`` from ``AIRFLOW_CONN_WDATA_DEFAULT`` (looked up once before measuring, as a running
+  triggerer has set Airflow's secrets backends up already; each trigger still looks it up itself).
+- ``--mode bare``: the reference, a bare polling loop: one shared ``aiohttp.ClientSession`` with a pool of 100
+  connections (the provider's), one token, and N coroutines doing the same GETs on the same schedule, each
+  parsing the JSON and checking the two statuses. It reads the same connection JSON, without Airflow.
+
+The waits start evenly over one poll interval (``--start stagger``, as a triggerer picks deferred tasks up
+over time) or all at the same moment (``--start once``). A sampler wakes every 50 ms and records the event
+loop's lag (its oversleep), the process's CPU time and RSS, on ``time.monotonic()``, the clock the
+simulator stamps requests with; ``bench_triggers.py`` cuts the windows afterwards. Writes one JSON document
+to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import gc
+import json
+import os
+import ssl
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+# Imported in both modes: a triggerer always has Airflow and the provider loaded, and a full garbage
+# collection walks the whole heap, so both processes start from the same heap.
+from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger
+
+SAMPLE_PERIOD = 0.050
+TERMINAL = frozenset({"complete", "error", "cancelled"})
+POOL_SIZE = 100  # the provider's pool of async connections
+
+
+def status_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_peak_rss() -> None:
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # VmHWM := VmRSS
+
+
+async def sample(timeline: list[list[float]]) -> None:
+    """Every 50 ms: [monotonic time at wake-up, lag (oversleep) s, process CPU s, RSS KB]."""
+    while True:
+        start = time.monotonic()
+        await asyncio.sleep(SAMPLE_PERIOD)
+        now = time.monotonic()
+        timeline.append([now, max(0.0, now - start - SAMPLE_PERIOD), time.process_time(), status_kb("VmRSS:")])
+
+
+async def start_waits(n: int, stagger: float, wait: Callable[[int], Awaitable[None]]) -> None:
+    """Start the ``n`` waits evenly over ``stagger`` seconds (all at once for 0), and wait for all of them."""
+    t0 = time.monotonic()
+    tasks = []
+    for i in range(n):
+        delay = t0 + i * stagger / n - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(wait(i)))
+    await asyncio.gather(*tasks)
+
+
+def trigger_wait(ids: list[str], interval: float, events: list[list[Any]]) -> Callable[[int], Awaitable[None]]:
+    deadline = time.time() + 3600
+
+    async def wait(i: int) -> None:
+        trigger = BatchRefreshTrigger(
+            batch_id=ids[i], wdata_conn_id="wdata_default", poll_interval=interval, deadline=deadline
+        )
+        async with contextlib.aclosing(trigger.run()) as run:
+            async for event in run:
+                events.append([time.monotonic(), event.payload["status"]])
+                break
+
+    return wait
+
+
+def bare_wait(
+    ids: list[str], interval: float, events: list[list[Any]], session: Any
+) -> Callable[[int], Awaitable[None]]:
+    conn = json.loads(os.environ["AIRFLOW_CONN_WDATA_DEFAULT"])
+    ssl_ctx = ssl.create_default_context(cafile=conn["extra"]["verify"])
+    prefix = conn["host"].rstrip("/") + "/api/v1/connections/batch/refresh/"
+    lock = asyncio.Lock()
+    token: list[str] = []
+
+    async def headers() -> dict[str, str]:
+        if not token:
+            async with lock:
+                if not token:
+                    form = {
+                        "grant_type": "client_credentials",
+                        "client_id": conn["login"],
+                        "client_secret": conn["password"],
+                    }
+                    async with session.post(conn["extra"]["token_url"], data=form, ssl=ssl_ctx) as resp:
+                        token.append((await resp.json())["access_token"])
+        return {"Authorization": f"Bearer {token[0]}", "Accept": "application/json"}
+
+    async def wait(i: int) -> None:
+        url = prefix + ids[i]
+        while True:
+            async with session.get(url, headers=await headers(), ssl=ssl_ctx) as resp:
+                body = (await resp.json())["body"]
+            if body["sourceStatus"] in TERMINAL and body["destinationStatus"] in TERMINAL:
+                events.append([time.monotonic(), "success"])
+                return
+            await asyncio.sleep(interval)
+
+    return wait
+
+
+async def measure(args: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
+    import aiohttp
+
+    timeline: list[list[float]] = []
+    sampler = asyncio.create_task(sample(timeline))
+    if args.mode == "trigger":
+        # What a running triggerer has done already, once per process: set up Airflow's secrets backends and
+        # the thread the lookup runs in. Each wait still looks its connection up itself.
+        from airflow.sdk import BaseHook
+
+        await BaseHook.aget_connection("wdata_default")
+    events: list[list[Any]] = []
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL_SIZE)) if args.mode == "bare" else None
+    if session is not None:
+        wait = bare_wait(ids, args.interval, events, session)
+    else:
+        wait = trigger_wait(ids, args.interval, events)
+    profiler = cProfile.Profile() if args.profile else None
+    # The idle rate (the sampler alone), taken off every CPU figure.
+    gc.collect()
+    t0, cpu0 = time.monotonic(), time.process_time()
+    await asyncio.sleep(args.idle)
+    idle_cpu_per_s = (time.process_time() - cpu0) / (time.monotonic() - t0)
+    rss0 = status_kb("VmRSS:")
+    reset_peak_rss()
+    begin, cpu_begin = time.monotonic(), time.process_time()
+    if profiler is not None:
+        profiler.enable()
+    try:
+        await start_waits(len(ids), args.interval if args.start == "stagger" else 0.0, wait)
+    finally:
+        end, cpu_end = time.monotonic(), time.process_time()
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+        if session is not None:
+            await session.close()
+    sampler.cancel()
+    return {
+        "mode": args.mode,
+        "idle_cpu_per_s": idle_cpu_per_s,
+        "begin": begin,
+        "cpu_begin": cpu_begin,
+        "end": end,
+        "cpu_end": cpu_end,
+        "rss0_kb": rss0,
+        "rss_peak_kb": max([status_kb("VmHWM:")] + [row[3] for row in timeline if row[0] >= begin]),
+        "timeline": timeline,
+        "events": events,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=("trigger", "bare"), required=True)
+    parser.add_argument("--ids", required=True, help="file with one batch id per line")
+    parser.add_argument("--interval", type=float, required=True)
+    parser.add_argument("--start", choices=("stagger", "once"), default="stagger")
+    parser.add_argument("--idle", type=float, default=1.0, help="seconds of idle baseline")
+    parser.add_argument("--profile", default=None, help="write a cProfile of the waits here")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    with open(args.ids) as f:
+        ids = [line.strip() for line in f if line.strip()]
+    result = asyncio.run(measure(args, ids))
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Durable retries: a later try of a start operator reattaches, returns, or reruns only what failed.
+
+A stand-in for Airflow 3.3's task state store (same interface, JSON values) carries what a try started to the
+next try; the simulator counts every refresh it accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from airflow.exceptions import TaskDeferred
+
+from airflow_provider_wdata import durable
+from airflow_provider_wdata.exceptions import WdataRefreshFailedError, WdataRefreshTimeoutError
+from airflow_provider_wdata.operators.wdata import WdataRefreshBatchOperator, WdataRefreshConnectionOperator
+from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger
+
+FAST_HOOK = {"backoff_initial": 0.01, "backoff_max": 0.02, "max_attempts": 2}
+
+
+class FakeStore:
+    """Airflow 3.3's ``task_state_store``: get/set/delete/clear of JSON values."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def get(self, key: str, default=None):
+        return json.loads(self.values[key]) if key in self.values else default
+
+    def set(self, key: str, value, *, retention=None) -> None:
+        self.values[key] = json.dumps(value)
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+    def clear(self) -> None:
+        self.values.clear()
+
+
+class FakeTaskInstance:
+    def __init__(self, try_number: int) -> None:
+        self.try_number = try_number
+        self.xcom: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcom[key] = value
+
+
+class FakeDagRun:
+    def __init__(self, clear_number: int = 0) -> None:
+        self.clear_number = clear_number
+
+
+class Task:
+    """Successive tries of one task instance: the same store, a new context per try."""
+
+    def __init__(self) -> None:
+        self.store = FakeStore()
+        self.tries = 0
+        self.clear_number = 0
+
+    def context(self, *, store: bool = True) -> dict:
+        self.tries += 1
+        ctx = {"ti": FakeTaskInstance(self.tries), "dag_run": FakeDagRun(self.clear_number)}
+        if store:
+            ctx["task_state_store"] = self.store
+        return ctx
+
+
+def batch_op(connections, **kwargs) -> WdataRefreshBatchOperator:
+    kwargs.setdefault("deferrable", False)
+    return WdataRefreshBatchOperator(
+        task_id="refresh", connections=connections, poll_interval=0.05, hook_params=FAST_HOOK, **kwargs
+    )
+
+
+def starts(sim) -> list[list[str]]:
+    """The connection ids of each refresh start the simulator received, in order."""
+    found = []
+    for r in sim.requests:
+        if r.method != "POST" or r.is_token_request:
+            continue
+        body = r.json()
+        found.append([item["connectionId"] for item in body] if isinstance(body, list) else [r.path.split("/")[-2]])
+    return found
+
+
+def test_the_start_is_recorded_before_the_wait(wdata_conn):
+    task = Task()
+    ctx = task.context()
+    with pytest.raises(TaskDeferred):
+        batch_op(
+            [{"connection_id": "conn-1", "source_parameters": {"year": "2026"}}, "conn-2"], deferrable=True
+        ).execute(ctx)
+    record = durable.StartedRefresh.from_json(task.store.get(durable.STORE_KEY))
+    assert record.batch_id == ctx["ti"].xcom["batch_refresh_id"]
+    assert record.connections == [
+        {"connection_id": "conn-1", "source_parameters": {"year": "2026"}},
+        {"connection_id": "conn-2"},
+    ]
+    assert record.clear_number == 0
+
+
+def test_a_retry_reattaches_to_a_batch_still_running(wdata_conn, all_logs):
+    wdata_conn.script_connection("conn-1", outcome="stuck")
+    task = Task()
+    with pytest.raises(WdataRefreshTimeoutError):
+        batch_op(["conn-1"], timeout=0.2).execute(task.context())
+    first_batch = task.store.get(durable.STORE_KEY)["batch_id"]
+    with pytest.raises(TaskDeferred) as deferred:
+        batch_op(["conn-1"], deferrable=True).execute(task.context())
+    assert isinstance(deferred.value.trigger, BatchRefreshTrigger)
+    assert deferred.value.trigger.batch_id == first_batch
+    assert starts(wdata_conn) == [["conn-1"]], "no second start"
+    assert f"Try 2: batch {first_batch} (connections conn-1) is still running; waiting on it" in all_logs.text
+
+
+def test_a_retry_returns_a_batch_that_succeeded_since_without_starting_or_waiting(wdata_conn):
+    task = Task()
+    with pytest.raises(TaskDeferred):
+        batch_op(["conn-1", "conn-2"], deferrable=True).execute(task.context())
+    batch_id = task.store.get(durable.STORE_KEY)["batch_id"]
+    while wdata_conn.batch_body(batch_id)["destinationStatus"] != "complete":
+        batch_op(["conn-1"]).hook.get_batch_refresh(batch_id)  # let the simulated batch finish
+    reads_before = len(wdata_conn.requests)
+    result = batch_op(["conn-1", "conn-2"], deferrable=True).execute(task.context())
+    assert result["batch_refresh_id"] == batch_id
+    assert [c["connection_id"] for c in result["child_refreshes"]] == ["conn-1", "conn-2"]
+    assert len(starts(wdata_conn)) == 1
+    assert len(wdata_conn.requests) - reads_before == 1, "one status read, no wait"
+
+
+def test_a_retry_reruns_only_the_failed_and_cancelled_connections_with_their_fields(wdata_conn, all_logs):
+    wdata_conn.script_connection("conn-2", outcomes=["error", "complete"], error="Sheet locked")
+    wdata_conn.script_connection("conn-3", outcomes=["cancelled", "complete"])
+    connections = [
+        "conn-1",
+        {"connection_id": "conn-2", "destination_parameters": {"sheet": "Q4"}, "use_previous_source_parameters": True},
+        {"connection_id": "conn-3", "source_parameters": {"year": "2026"}},
+    ]
+    task = Task()
+    with pytest.raises(WdataRefreshFailedError):
+        batch_op(connections).execute(task.context())
+    result = batch_op(connections).execute(task.context())
+    assert starts(wdata_conn) == [["conn-1", "conn-2", "conn-3"], ["conn-2", "conn-3"]]
+    rerun = [r.json() for r in wdata_conn.requests if r.method == "POST" and not r.is_token_request][1]
+    assert rerun == [
+        {"connectionId": "conn-2", "destinationParameters": {"sheet": "Q4"}, "usePreviousSourceParameters": True},
+        {"connectionId": "conn-3", "sourceParameters": {"year": "2026"}},
+    ]
+    children = {c["connection_id"]: c for c in result["child_refreshes"]}
+    assert sorted(children) == ["conn-1", "conn-2", "conn-3"], "the result covers every connection of the task"
+    assert all(c["destination_status"] == "complete" for c in children.values())
+    assert "Try 2:" in all_logs.text and "starting only the failed 2 connection(s) again: conn-2, conn-3" in (
+        all_logs.text
+    )
+
+
+def test_a_deferred_rerun_returns_the_whole_picture_too(wdata_conn):
+    wdata_conn.script_connection("conn-2", outcomes=["error", "complete"], error="Sheet locked")
+    task = Task()
+    with pytest.raises(WdataRefreshFailedError):
+        batch_op(["conn-1", "conn-2"]).execute(task.context())
+    ctx = task.context()
+    with pytest.raises(TaskDeferred) as deferred:
+        batch_op(["conn-1", "conn-2"], deferrable=True).execute(ctx)
+    wait = deferred.value.trigger.make_wait()
+    event = wait.run(batch_op(["conn-1"]).hook, logging.getLogger("test"))
+    result = batch_op(["conn-1", "conn-2"], deferrable=True).execute_complete(ctx, event)
+    assert sorted(c["connection_id"] for c in result["child_refreshes"]) == ["conn-1", "conn-2"]
+    assert starts(wdata_conn) == [["conn-1", "conn-2"], ["conn-2"]]
+
+
+def test_retry_failed_only_false_starts_every_connection_again(wdata_conn):
+    wdata_conn.script_connection("conn-2", outcomes=["error", "complete"], error="Sheet locked")
+    task = Task()
+    with pytest.raises(WdataRefreshFailedError):
+        batch_op(["conn-1", "conn-2"], retry_failed_only=False).execute(task.context())
+    result = batch_op(["conn-1", "conn-2"], retry_failed_only=False).execute(task.context())
+    assert starts(wdata_conn) == [["conn-1", "conn-2"], ["conn-1", "conn-2"]]
+    assert len(result["child_refreshes"]) == 2
+
+
+@pytest.mark.parametrize("how", ["durable=False", "no store"])
+def test_without_durability_every_try_starts_again(wdata_conn, how):
+    wdata_conn.script_connection("conn-2", outcomes=["error", "complete"], error="Sheet locked")
+    task = Task()
+    kwargs = {"durable": False} if how == "durable=False" else {}
+    with pytest.raises(WdataRefreshFailedError):
+        batch_op(["conn-1", "conn-2", "conn-3"], **kwargs).execute(task.context(store=how != "no store"))
+    batch_op(["conn-1", "conn-2", "conn-3"], **kwargs).execute(task.context(store=how != "no store"))
+    assert starts(wdata_conn) == [["conn-1", "conn-2", "conn-3"]] * 2
+    if how == "durable=False":
+        assert task.store.values == {}, "nothing recorded"
+
+
+@pytest.mark.parametrize("stored", ["unknown-batch", "unreadable"])
+def test_an_unknown_or_unreadable_record_starts_afresh(wdata_conn, all_logs, stored):
+    task = Task()
+    if stored == "unknown-batch":
+        task.store.set(durable.STORE_KEY, {"connections": [{"connection_id": "conn-1"}], "batch_id": "no-such-batch"})
+    else:
+        task.store.set(durable.STORE_KEY, ["not", "a", "record"])
+    result = batch_op(["conn-1"]).execute(task.context())
+    assert result["child_refreshes"][0]["connection_id"] == "conn-1"
+    assert starts(wdata_conn) == [["conn-1"]]
+    assert "starting afresh" in all_logs.text
+    assert task.store.get(durable.STORE_KEY)["batch_id"] == result["batch_refresh_id"]
+
+
+def test_a_cleared_dag_run_starts_afresh(wdata_conn, all_logs):
+    task = Task()
+    batch_op(["conn-1"]).execute(task.context())
+    task.clear_number = 1  # a person cleared the whole DAG run; the store survived (Airflow before 3.5)
+    batch_op(["conn-1"]).execute(task.context())
+    assert starts(wdata_conn) == [["conn-1"], ["conn-1"]]
+    assert "cleared" in all_logs.text
+    assert task.store.get(durable.STORE_KEY)["clear_number"] == 1
+
+
+def test_the_connection_operator_reattaches_returns_and_restarts(wdata_conn, all_logs):
+    def op(**kwargs):
+        kwargs.setdefault("deferrable", False)
+        return WdataRefreshConnectionOperator(
+            task_id="one",
+            connection_id="conn-3",
+            source_parameters={"year": "2026"},
+            poll_interval=0.05,
+            hook_params=FAST_HOOK,
+            **kwargs,
+        )
+
+    wdata_conn.script_connection("conn-3", outcomes=["error", "complete"], error="Destination missing")
+    task = Task()
+    with pytest.raises(WdataRefreshFailedError):
+        op().execute(task.context())
+    result = op().execute(task.context())
+    assert result["destination_status"] == "complete"
+    posted = [r.json() for r in wdata_conn.requests if r.method == "POST" and not r.is_token_request]
+    assert posted == [{"sourceParameters": {"year": "2026"}}] * 2, "started again with the same fields"
+    assert "Try 2:" in all_logs.text
+    third = op().execute(task.context())
+    assert third["job_id"] == result["job_id"], "a succeeded run is returned, not started again"
+    assert len(posted) == 2 == len([r for r in wdata_conn.requests if r.method == "POST" and not r.is_token_request])

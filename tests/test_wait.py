@@ -1,0 +1,185 @@
+"""RefreshWait and finish(): the one wait that serves the trigger, poke mode and the operators. No server."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from airflow_provider_wdata._compat import AirflowSkipException
+from airflow_provider_wdata.exceptions import (
+    WdataApiError,
+    WdataAuthError,
+    WdataConfigError,
+    WdataError,
+    WdataRefreshFailedError,
+    WdataRefreshTimeoutError,
+    WdataTransportError,
+)
+from airflow_provider_wdata.models import RefreshBatch
+from airflow_provider_wdata.wait import FIRST_READ_SPREAD_MAX, MAX_LISTED_UNFINISHED, BatchWait, finish
+
+NOW = 1_900_000_000.0
+
+
+class RecordingLog:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def _record(self, level: str, message: str, *args) -> None:
+        self.lines.append((level, message % args))
+
+    def warning(self, message, *args) -> None:
+        self._record("warning", message, *args)
+
+    def info(self, message, *args) -> None:
+        self._record("info", message, *args)
+
+    def error(self, message, *args) -> None:
+        self._record("error", message, *args)
+
+    def of(self, level: str) -> list[str]:
+        return [text for lvl, text in self.lines if lvl == level]
+
+
+def batch(source: str, destination: str, *children: tuple[str, str, str], batch_id: str = "b-1") -> RefreshBatch:
+    return RefreshBatch.from_api(
+        {
+            "batchRefreshId": batch_id,
+            "sourceStatus": source,
+            "destinationStatus": destination,
+            "childRefreshes": [
+                {"connectionId": conn, "jobId": f"job-{conn}", "sourceStatus": s, "destinationStatus": d}
+                for conn, s, d in children
+            ],
+        }
+    )
+
+
+def test_retry_after_between_reads_is_capped_like_the_hooks():
+    wait = BatchWait(batch_id="b", poll_interval=1, deadline=NOW + 10_000)
+    wait.last_error = WdataApiError("slow down", status=429, method="GET", path="/x", retry_after=86_400)
+    assert wait.next_delay(now=NOW) == wait.retry_after_max == 120
+    wait.last_error = None
+    assert wait.next_delay(now=NOW) == 1
+    assert wait.next_delay(now=NOW + 9_999.5) == 0.5, "never past the deadline"
+    assert wait.next_delay(now=NOW + 10_000) is None
+
+
+def test_unchanged_statuses_are_not_decided_again():
+    wait, log = BatchWait(batch_id="b-1"), RecordingLog()
+    calls = []
+    decide = wait.decide
+    wait.decide = lambda refresh: calls.append(refresh) or decide(refresh)
+    running = batch("running", "running")
+    assert wait.check(running, log) is None and wait.check(running, log) is None
+    assert len(calls) == 1 and len(log.of("info")) == 1
+    assert wait.check(batch("complete", "complete"), log)["status"] == "success"
+    assert len(calls) == 2
+
+
+def test_an_unknown_status_is_warned_once_across_changing_readings():
+    wait, log = BatchWait(batch_id="b-1"), RecordingLog()
+    readings = [
+        batch("running", "running", ("conn-1", "queued_v2", "not_started")),
+        batch("running", "running", ("conn-1", "queued_v2", "running")),
+        batch("running", "running", ("conn-1", "complete", "queued_v2"), ("conn-2", "paused_v3", "running")),
+        batch("running", "running", ("conn-1", "queued_v2", "complete"), ("conn-2", "paused_v3", "complete")),
+    ]
+    for reading in readings:
+        assert wait.check(reading, log) is None
+    warnings = log.of("warning")
+    assert len(warnings) == 2, warnings
+    assert "'queued_v2'" in warnings[0] and "'paused_v3'" in warnings[1]
+
+
+def test_first_read_comes_one_interval_after_the_last_one():
+    wait = BatchWait(batch_id="b", poll_interval=10, deadline=NOW + 1_000, last_read_at=NOW - 3)
+    assert wait.first_delay(now=NOW) == pytest.approx(7)
+    short = BatchWait(batch_id="b", poll_interval=10, deadline=NOW + 2, last_read_at=NOW)
+    assert short.first_delay(now=NOW) == 2, "never past the deadline"
+    assert short.first_delay(now=NOW + 2) is None
+
+
+@pytest.mark.parametrize("last_read_at", [None, NOW - 600, NOW - 86_400])
+@pytest.mark.parametrize("poll_interval", [5, 600])
+def test_a_first_read_already_due_is_spread_over_at_most_one_capped_interval(last_read_at, poll_interval):
+    wait = BatchWait(batch_id="b", poll_interval=poll_interval, deadline=NOW + 100_000, last_read_at=last_read_at)
+    delays = [wait.first_delay(now=NOW) for _ in range(2_000)]
+    cap = min(poll_interval, FIRST_READ_SPREAD_MAX)
+    assert all(0 <= d <= cap for d in delays)
+    # Spread, not bunched: each quarter of the window gets a share of 2,000 draws.
+    quarters = [sum(1 for d in delays if q * cap / 4 <= d < (q + 1) * cap / 4) for q in range(4)]
+    assert min(quarters) > 300, quarters
+
+
+def test_timeout_names_the_unfinished_connections_and_that_the_refresh_goes_on():
+    children = [(f"conn-{i}", "running", "not_started") for i in range(MAX_LISTED_UNFINISHED + 3)]
+    wait = BatchWait(batch_id="b-1", deadline=NOW)
+    wait.check(batch("running", "running", ("conn-done", "complete", "complete"), *children), RecordingLog())
+    message = wait.timeout_event()["message"]
+    assert "conn-0 (source=running, destination=not_started)" in message
+    assert f"conn-{MAX_LISTED_UNFINISHED - 1} " in message and f"conn-{MAX_LISTED_UNFINISHED} " not in message
+    assert "and 3 more" in message
+    assert "conn-done" not in message
+    assert "keeps running" in message
+
+
+def test_timeout_names_the_last_read_error():
+    wait = BatchWait(batch_id="b-1", deadline=NOW)
+    wait.on_read_error(WdataTransportError("GET to host failed: refused.", request_sent=False), RecordingLog())
+    event = wait.timeout_event()
+    assert "no status could be read" in event["message"] and "refused" in event["message"]
+    with pytest.raises(WdataRefreshTimeoutError, match="refused"):
+        finish(event, log=RecordingLog())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        WdataApiError(
+            "Wdata API GET /x answered HTTP 404: no such batch.",
+            status=404,
+            method="GET",
+            path="/x",
+            service_code=404,
+            messages=["no such batch"],
+            details=[{"code": "not_found", "message": "no such batch", "target": "batchId"}],
+        ),
+        WdataAuthError("refused", status=401, method="POST", path="/token", oauth_error="invalid_client"),
+        WdataConfigError("batch_id 'a/b' is not a valid Wdata id"),
+        WdataError("something else"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_an_error_event_raises_the_same_type_as_the_error_that_ended_the_wait(error):
+    wait = BatchWait(batch_id="b-1")
+    event = wait.on_read_error(error, RecordingLog())
+    assert event is not None and event["status"] == "error"
+    with pytest.raises(WdataError) as raised:
+        finish(event, log=RecordingLog())
+    assert type(raised.value) is type(error)
+    assert str(raised.value) == str(error)
+    for name in ("status", "method", "path", "service_code", "messages", "details", "oauth_error"):
+        if hasattr(error, name):
+            assert getattr(raised.value, name) == getattr(error, name), name
+
+
+def test_finish_outcomes():
+    log = RecordingLog()
+    summary = {"batch_refresh_id": "b", "child_refreshes": [{"connection_id": "c1", "job_id": "j1"}]}
+    assert finish({"status": "success", "message": "ok", "summary": summary}, log=log) == summary
+    assert any("c1" in line for line in log.of("info"))
+    with pytest.raises(WdataRefreshFailedError) as failed:
+        finish({"status": "failed", "message": "bad", "failed": [{"connection_id": "c2"}]}, log=log)
+    assert failed.value.failed == ({"connection_id": "c2"},)
+    with pytest.raises(AirflowSkipException):
+        finish({"status": "timeout", "message": "late"}, log=log, soft_fail=True)
+    with pytest.raises(WdataError, match="Unexpected event"):
+        finish({"status": "weird"}, log=log)
+
+
+@pytest.mark.parametrize("value", [0, -1, math.inf, math.nan, "30", True])
+def test_a_wait_refuses_a_poll_interval_that_is_not_a_positive_number(value):
+    with pytest.raises(ValueError, match="poll_interval must be a positive number"):
+        BatchWait(batch_id="b", poll_interval=value)
