@@ -13,6 +13,16 @@ def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow's providers manager (entry point ``apache_airflow_provider``)."""
     from airflow_provider_wdata.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
+    # The ``wdata`` asset URI scheme (see airflow_provider_wdata.assets): Airflow 3 reads ``asset-uris``,
+    # Airflow 2.11 ``dataset-uris``.
+    uri_schemes = [
+        {
+            "schemes": ["wdata"],
+            "handler": "airflow_provider_wdata.assets.normalize_uri",
+            "factory": "airflow_provider_wdata.assets.create_asset",
+            "to_openlineage_converter": "airflow_provider_wdata.openlineage.convert_asset_to_openlineage",
+        }
+    ]
     return {
         "package-name": "airflow-provider-wdata",
         "name": "Workiva Wdata",
@@ -38,4 +48,6 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_wdata.operators.wdata"],
             }
         ],
+        "asset-uris": uri_schemes,
+        "dataset-uris": uri_schemes,
     }

@@ -7,7 +7,13 @@
   ``airflow.sdk.configuration`` from 3.2. 3.1 has no ``airflow.sdk.configuration`` and no ``AirflowSkipException`` in
   ``airflow.sdk.exceptions``; its task runner, like 3.0's, catches ``airflow.exceptions.AirflowSkipException``.
   From 3.2 on, ``airflow.exceptions`` re-exports the ``airflow.sdk.exceptions`` classes.
-- BaseTrigger, TriggerEvent: ``airflow.triggers.base`` on every version.
+- BaseTrigger, TriggerEvent, StartTriggerArgs: ``airflow.triggers.base`` on every version; ``start_from_trigger``
+  renders templated fields in the triggerer from 3.3 (disabled on 3.1 and 3.2).
+- Asset: ``airflow.sdk.Asset`` from 3.0; ``airflow.datasets.Dataset`` on 2.11. Provider info registers URI schemes under
+  ``asset-uris`` (read by 3.x) and ``dataset-uris`` (read by 2.11). Asset events' extras are
+  ``context["outlet_events"][asset].extra`` on both (2.10+).
+- Hook-level lineage collector: ``airflow.sdk.lineage.get_hook_lineage_collector`` from 3.2, before that
+  ``airflow.lineage.hook.get_hook_lineage_collector``; its ``add_output_asset`` is ``add_output_dataset`` on 2.11.
 """
 
 from __future__ import annotations
@@ -15,17 +21,20 @@ from __future__ import annotations
 from typing import Any
 
 from airflow import __version__ as AIRFLOW_VERSION
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, StartTriggerArgs, TriggerEvent
 from packaging.version import Version
 
 _AIRFLOW = Version(Version(AIRFLOW_VERSION).base_version)
 AIRFLOW_V_3_0_PLUS = Version("3.0.0") <= _AIRFLOW
 AIRFLOW_V_3_1_PLUS = Version("3.1.0") <= _AIRFLOW
 AIRFLOW_V_3_2_PLUS = Version("3.2.0") <= _AIRFLOW
+#: start_from_trigger with templated fields rendered in the triggerer.
+AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= _AIRFLOW
 
 if AIRFLOW_V_3_0_PLUS:
-    from airflow.sdk import BaseOperator, BaseSensorOperator, Connection, Context, PokeReturnValue
+    from airflow.sdk import Asset, BaseOperator, BaseSensorOperator, Connection, Context, PokeReturnValue
 else:
+    from airflow.datasets import Dataset as Asset  # type: ignore
     from airflow.models import BaseOperator  # type: ignore
     from airflow.models.connection import Connection  # type: ignore
     from airflow.sensors.base import BaseSensorOperator, PokeReturnValue  # type: ignore
@@ -48,9 +57,11 @@ __all__ = [
     "AIRFLOW_V_3_0_PLUS",
     "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_2_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
     "AirflowException",
     "AirflowFailException",
     "AirflowSkipException",
+    "Asset",
     "BaseHook",
     "BaseOperator",
     "BaseSensorOperator",
@@ -58,7 +69,9 @@ __all__ = [
     "Connection",
     "Context",
     "PokeReturnValue",
+    "StartTriggerArgs",
     "TriggerEvent",
+    "add_hook_output_asset",
     "aget_connection",
     "default_deferrable",
 ]
@@ -76,3 +89,21 @@ async def aget_connection(conn_id: str) -> Any:
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(BaseHook.get_connection)(conn_id)
+
+
+def add_hook_output_asset(context: Any, asset: Any) -> None:
+    """Report ``asset`` as written by ``context`` (a hook) to Airflow's hook-level lineage collector.
+
+    The collector hands what it gathered to the hook lineage readers (the OpenLineage provider registers one);
+    without a reader it is a no-op collector.
+    """
+    if AIRFLOW_V_3_2_PLUS:
+        from airflow.sdk.lineage import get_hook_lineage_collector
+    else:
+        from airflow.lineage.hook import get_hook_lineage_collector  # type: ignore
+
+    collector = get_hook_lineage_collector()
+    if AIRFLOW_V_3_0_PLUS:
+        collector.add_output_asset(context=context, uri=asset.uri)
+    else:
+        collector.add_output_dataset(context=context, uri=asset.uri)  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +23,8 @@ from airflow_provider_wdata.constants import (
 from airflow_provider_wdata.exceptions import WdataConfigError
 
 DEFAULT_TIMEOUT = float(DEFAULT_TIMEOUT_SECONDS)
+#: A DNS name or an IP address (IPv6 without its brackets, as urlsplit gives it).
+_HOSTNAME = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.%]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,12 @@ class WdataConfig:
         """Identifies one credential in the token cache; a changed secret is a different credential."""
         digest = hashlib.sha256(self.client_secret.encode()).hexdigest()
         return (self.token_url, self.client_id, self.scope or "", digest)
+
+    @functools.cached_property
+    def throttle_key(self) -> tuple[str, str]:
+        """The service's rate limit applies per API origin and client id."""
+        parts = urlsplit(self.base_url)
+        return (f"{parts.scheme}://{parts.netloc}", self.client_id)
 
 
 def _extra(extras: Mapping[str, Any], name: str) -> Any:
@@ -76,7 +85,17 @@ def _as_bool(value: Any, *, conn_id: str, field: str) -> bool:
 
 
 def _with_port(host: str, port: int | None, conn_id: str) -> str:
-    url = host if "://" in host else f"https://{host}"
+    if "://" in host:
+        url = host
+    else:
+        url = f"https://{host}"
+        hostname = _hostname(url)
+        if hostname is not None and _is_loopback(hostname):
+            # Without a scheme we would speak TLS to what is most likely a plain-HTTP test server.
+            raise WdataConfigError(
+                f"Connection {conn_id!r}: host {host!r} has no scheme. Write it as https://{host}, or as "
+                f"http://{host} for a plain-HTTP server on this machine (such as the Wdata simulator)."
+            )
     if not port:
         return url
     parts = urlsplit(url)
@@ -92,6 +111,13 @@ def _with_port(host: str, port: int | None, conn_id: str) -> str:
     return parts._replace(netloc=f"{name}:{port}").geturl()
 
 
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def _default_token_url(base_url: str) -> str:
     """A regional API host has its region's token host; any other host serves the token path itself."""
     origin = urlsplit(base_url)
@@ -101,15 +127,20 @@ def _default_token_url(base_url: str) -> str:
     return f"{origin.scheme}://{origin.netloc}{TOKEN_PATH}"
 
 
-def _checked_url(url: str, *, conn_id: str, field: str, allow_http: bool) -> str:
+def _checked_url(url: str, *, conn_id: str, field: str, allow_http: bool, written: str | None = None) -> str:
+    """``url`` when it is a usable http(s) URL; ``written`` is the value as the user wrote it, for messages."""
+    shown = written if written is not None else url
+    problem = None
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise WdataConfigError(f"Connection {conn_id!r}: {field} {url!r} is not a valid URL ({exc}).") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = f" ({exc})"
+    if problem is not None:  # raised outside the except block: no exception chained to it
+        raise WdataConfigError(f"Connection {conn_id!r}: {field} {shown!r} is not a valid URL{problem}.")
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _HOSTNAME.fullmatch(parts.hostname):
         raise WdataConfigError(
-            f"Connection {conn_id!r}: {field} {url!r} is not a valid URL; expected https://host[:port][/path]."
+            f"Connection {conn_id!r}: {field} {shown!r} is not a valid URL; expected https://host[:port][/path]."
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise WdataConfigError(
@@ -153,7 +184,11 @@ def build_config(
 
     if host:
         base_url = _checked_url(
-            _with_port(host.strip(), port, conn_id), conn_id=conn_id, field="host", allow_http=allow_http
+            _with_port(host.strip(), port, conn_id),
+            conn_id=conn_id,
+            field="host",
+            allow_http=allow_http,
+            written=host.strip(),
         )
     else:
         base_url = API_BASE_URLS[region]

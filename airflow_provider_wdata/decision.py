@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 from typing import Any
 
 from airflow_provider_wdata.models import ConnectionRun, RefreshBatch
@@ -68,7 +67,12 @@ class FailedRun:
     state: RunState
 
     def describe(self) -> str:
-        error = _trim(self.error, MAX_ERROR_CHARS) if self.error else "no error text"
+        if self.error:
+            error = _trim(self.error, MAX_ERROR_CHARS)
+        elif self.state is RunState.CANCELLED:
+            error = "cancelled by the service, with no error text"
+        else:
+            error = "no error text"
         return (
             f"connection {self.connection_id or '?'} (job {self.job_id or '?'}) {self.state.value}: "
             f"source={self.source_status}, destination={self.destination_status}: {error}"
@@ -87,17 +91,25 @@ class Decision:
     failed: tuple[FailedRun, ...] = ()
     #: Status values outside the documented five, seen in this read.
     unknown_statuses: frozenset[str] = frozenset()
+    #: How many connection refreshes the batch has (0 for a single run, whose summary already says it all).
+    children: int = 0
 
     @property
     def done(self) -> bool:
         return self.outcome is not Outcome.RUNNING
 
     def failure_report(self) -> str:
-        """The summary followed by one line per failed run, trimmed to a sane length."""
+        """The summary followed by one line per failed connection refresh, trimmed to a sane length."""
+        if not self.children:
+            return self.summary
         lines = [self.summary]
         lines += [f"  - {run.describe()}" for run in self.failed[:MAX_LISTED_FAILURES]]
         if len(self.failed) > MAX_LISTED_FAILURES:
             lines.append(f"  ... and {len(self.failed) - MAX_LISTED_FAILURES} more")
+        if any(run.state is RunState.CANCELLED for run in self.failed):
+            lines.append(
+                "  Cancelled connection refreshes count as failures: pass tolerate_cancelled=True to accept them."
+            )
         return "\n".join(lines)
 
 
@@ -107,30 +119,23 @@ def _norm(status: str | None) -> str:
 
 def run_state(source_status: str | None, destination_status: str | None, error: str | None) -> RunState:
     """The state of one run from its two statuses and its error text."""
-    return _pair_state(source_status, destination_status, bool(error and error.strip()))[0]
-
-
-# Every poll decides the same few status pairs again: each pair is worked out once.
-@functools.lru_cache(maxsize=256)
-def _pair_state(
-    source_status: str | None, destination_status: str | None, has_error: bool
-) -> tuple[RunState, frozenset[str]]:
-    """The state of a run, and the statuses in it outside the documented five."""
     statuses = (_norm(source_status), _norm(destination_status))
-    unknown = frozenset(s for s in statuses if s and s not in KNOWN_STATUSES)
     if "error" in statuses:
-        return RunState.FAILED, unknown
-    if has_error and all(s in _TERMINAL_STATUSES for s in statuses):
-        return RunState.FAILED, unknown
+        return RunState.FAILED
+    if error and error.strip() and all(s in _TERMINAL_STATUSES for s in statuses):
+        return RunState.FAILED
     if "cancelled" in statuses:
-        return RunState.CANCELLED, unknown
+        return RunState.CANCELLED
     if statuses == ("complete", "complete"):
-        return RunState.COMPLETE, unknown
-    return RunState.IN_PROGRESS, unknown
+        return RunState.COMPLETE
+    return RunState.IN_PROGRESS
 
 
 def _state_of(run: ConnectionRun | RefreshBatch) -> tuple[RunState, frozenset[str]]:
-    return _pair_state(run.source_status, run.destination_status, bool(run.error and run.error.strip()))
+    """The state of a run, and the statuses in it outside the documented five."""
+    statuses = (_norm(run.source_status), _norm(run.destination_status))
+    unknown = frozenset(s for s in statuses if s and s not in KNOWN_STATUSES)
+    return run_state(run.source_status, run.destination_status, run.error), unknown
 
 
 def _failed_run(run: ConnectionRun | RefreshBatch, state: RunState) -> FailedRun:
@@ -149,8 +154,8 @@ def _trim(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-#: Child states in the order the summary counts them, with their names (an enum's .value is slow to read).
-_COUNTED = tuple((state, state.value) for state in sorted(RunState, key=lambda state: state.value))
+#: Child states in the order the summary counts them.
+_COUNTED = sorted(RunState, key=lambda state: state.value)
 _FAILING = frozenset({RunState.FAILED, RunState.CANCELLED})
 _FAILING_UNLESS_CANCELLED = frozenset({RunState.FAILED})
 
@@ -183,20 +188,20 @@ def decide(
 
     statuses = f"source={run.source_status}, destination={run.destination_status}"
     if children:
-        counts = [f"{states.count(state)} {name}" for state, name in _COUNTED if state in states]
+        counts = [f"{states.count(state)} {state.value}" for state in _COUNTED if state in states]
         statuses += "; connections: " + ", ".join(counts)
     all_terminal = own.terminal and RunState.IN_PROGRESS not in states
 
     if own in _FAILING:
         error = f": {_trim(run.error, MAX_ERROR_CHARS)}" if run.error else ""
-        return Decision(Outcome.FAILED, f"{label} {own.value} ({statuses}){error}", failed, unknown)
+        return Decision(Outcome.FAILED, f"{label} {own.value} ({statuses}){error}", failed, unknown, len(children))
     if failed and (fail_fast or all_terminal):
         summary = f"{label} failed: {len(failed)} of {len(children)} connection refreshes failed ({statuses})"
-        return Decision(Outcome.FAILED, summary, failed, unknown)
+        return Decision(Outcome.FAILED, summary, failed, unknown, len(children))
     if all_terminal:
         done = f"{len(children)} connection refreshes complete" if children else "complete"
-        return Decision(Outcome.SUCCESS, f"{label} succeeded: {done} ({statuses})", (), unknown)
-    return Decision(Outcome.RUNNING, f"{label} still running ({statuses})", failed, unknown)
+        return Decision(Outcome.SUCCESS, f"{label} succeeded: {done} ({statuses})", (), unknown, len(children))
+    return Decision(Outcome.RUNNING, f"{label} still running ({statuses})", failed, unknown, len(children))
 
 
 def decide_batch(batch: RefreshBatch, **options: bool) -> Decision:

@@ -24,7 +24,6 @@ class StartedRefresh:
     connections: list[dict[str, Any]]
     batch_id: str | None = None
     job_id: str | None = None
-    cancel_unwritables: bool = False
     #: The DAG run's clear_number when this was started.
     clear_number: int = 0
     #: Runs (``ConnectionRun.to_dict()``) that succeeded in an earlier batch of this task and were not rerun.

@@ -24,12 +24,8 @@ def _camel(name: str) -> str:
     return _CAMEL_BOUNDARY.sub(lambda m: m.group(1).upper(), name)
 
 
-# Every status read goes through these for each field: the concrete types are checked before the (much slower)
-# abstract Mapping check.
-
-
 def _is_mapping(value: Any) -> bool:
-    return isinstance(value, (dict, MappingProxyType, Mapping))
+    return isinstance(value, Mapping)
 
 
 def _text(value: Any) -> str | None:
@@ -49,8 +45,6 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, _Model):
         return value.to_dict()
-    if value is _EMPTY:  # most parameters and metadata of a status read
-        return {}
     if _is_mapping(value):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -64,11 +58,7 @@ class _Model:
     def from_api(cls: type[M], data: Any) -> M:
         """Read one object from the service's JSON (anything that is not an object reads as empty)."""
         source: Mapping[str, Any] = data if _is_mapping(data) else _EMPTY
-        # Every field comes from the plan, so the frozen __init__ (one object.__setattr__ per field, the
-        # larger part of a status read's parsing) is skipped: the instance is filled in one go.
-        model = object.__new__(cls)
-        model.__dict__.update({name: convert(source.get(key)) for name, key, convert in _read_plan(cls)})  # type: ignore[arg-type]
-        return model
+        return cls(**{name: convert(source.get(key)) for name, key, convert in _read_plan(cls)})  # type: ignore[arg-type]
 
     @classmethod
     def _converter(cls, name: str) -> Callable[[Any], Any]:
@@ -77,12 +67,7 @@ class _Model:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-able dict with snake_case keys."""
-        # The instance dict holds exactly the fields, in order (from_api and __init__ both set them all), and
-        # text fields are already plain: only nested objects and mappings need converting.
-        plain = dict(self.__dict__)
-        for name in _nested_fields(type(self)):  # type: ignore[arg-type]
-            plain[name] = _plain(plain[name])
-        return plain
+        return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,12 +134,6 @@ class WdataConnection(_Model):
 def _read_plan(cls: type[_Model]) -> tuple[tuple[str, str, Callable[[Any], Any]], ...]:
     """(field, JSON key, converter) for each field of a model, worked out once per class."""
     return tuple((f.name, _camel(f.name), cls._converter(f.name)) for f in dataclasses.fields(cls))
-
-
-@functools.cache
-def _nested_fields(cls: type[_Model]) -> tuple[str, ...]:
-    """The fields of a model that do not hold text."""
-    return tuple(name for name, _, convert in _read_plan(cls) if convert is not _text)  # type: ignore[arg-type]
 
 
 def _children(raw: Any) -> tuple[ConnectionRun, ...]:

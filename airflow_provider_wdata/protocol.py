@@ -28,6 +28,7 @@ from airflow_provider_wdata.exceptions import (
     WdataRefreshMayHaveStartedError,
     WdataTransportError,
 )
+from airflow_provider_wdata.models import WdataConnection
 
 USER_AGENT = f"airflow-provider-wdata/{__version__} apache-airflow/{AIRFLOW_VERSION} python/{platform.python_version()}"
 #: Lifetime assumed for a token whose answer gives no usable ``expires_in`` (seconds).
@@ -445,3 +446,32 @@ def refine_error(request: ApiRequest, error: WdataError) -> WdataError:
         f"{error} The refresh may have started: it is not sent again automatically. "
         "Check it in Wdata before starting it again."
     )
+
+
+class ConnectionPages:
+    """Collects the pages of a list call; refuses a cursor that comes back (it would loop forever)."""
+
+    def __init__(self) -> None:
+        self.found: list[WdataConnection] = []
+        self.cursor: str | None = None
+        self.done = False
+        self._seen: set[str] = set()
+
+    def add(self, envelope: Envelope) -> None:
+        self.found += connections_in(envelope)
+        self.cursor = envelope.cursor
+        self.done = not self.cursor
+        if self.cursor in self._seen:
+            raise WdataApiError(
+                f"Wdata returned the cursor {self.cursor!r} twice while listing connections; stopping.",
+                status=200,
+                method="GET",
+                path="/api/v1/connections",
+            )
+        if self.cursor:
+            self._seen.add(self.cursor)
+
+
+def connections_in(envelope: Envelope) -> list[WdataConnection]:
+    items = envelope.body if isinstance(envelope.body, list) else []
+    return [WdataConnection.from_api(item) for item in items]

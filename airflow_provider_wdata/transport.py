@@ -24,7 +24,7 @@ from yarl import URL
 
 from airflow_provider_wdata import protocol
 from airflow_provider_wdata.config import WdataConfig
-from airflow_provider_wdata.exceptions import WdataConfigError, WdataTransportError
+from airflow_provider_wdata.exceptions import WdataConfigError, WdataError, WdataTransportError
 from airflow_provider_wdata.protocol import ApiRequest, RawResponse
 from airflow_provider_wdata.tokens import AccessToken
 
@@ -42,7 +42,10 @@ def _tls_hint(url: str, verify: bool | str) -> str:
         if isinstance(verify, str)
         else "if the service uses a private CA, set extra 'verify' to the path of its CA bundle"
     )
-    return f"TLS verification of {host} failed; {fix}."
+    return (
+        f"TLS handshake with {host} failed; {fix}. If the server speaks plain HTTP (a local test server such "
+        "as the Wdata simulator), write http:// at the start of the connection's host."
+    )
 
 
 def _bad_ca_bundle(config: WdataConfig) -> WdataConfigError:
@@ -64,7 +67,8 @@ def _failure(what: str, url: str, exc: BaseException, *, sent: bool) -> WdataTra
 
 def _api_call(
     request: ApiRequest, config: WdataConfig, token: AccessToken
-) -> tuple[str, str, WdataConfig, dict[str, Any]]:
+) -> tuple[str, str, WdataConfig, dict[str, Any], str]:
+    """What one API call sends: method, URL, config, the request's keyword arguments, and what to call it."""
     headers = protocol.request_headers(token.value)
     return (
         request.method,
@@ -75,12 +79,27 @@ def _api_call(
             "json": request.json_body,
             "headers": headers,
         },
+        f"{request.method} to",
     )
 
 
-def _token_call(config: WdataConfig) -> tuple[str, str, WdataConfig, dict[str, Any]]:
+def _token_call(config: WdataConfig) -> tuple[str, str, WdataConfig, dict[str, Any], str]:
     form = protocol.token_request_form(config)
-    return "POST", config.token_url, config, {"data": form, "headers": protocol.TOKEN_HEADERS}
+    kwargs = {"data": form, "headers": protocol.TOKEN_HEADERS}
+    return "POST", config.token_url, config, kwargs, "Token request to"
+
+
+def _result(outcome: RawResponse | WdataError) -> RawResponse:
+    """Return the response, or raise the error outside any ``except`` block and outside ``_exchange``.
+
+    Raised there it would carry the requests/aiohttp exception as ``__context__`` (``from None`` only hides
+    it from printed tracebacks), whose request and frames hold the form with the client secret or the
+    Authorization header; and its traceback would start at ``_exchange``, whose locals hold the same.
+    """
+    if isinstance(outcome, WdataError):
+        # Raised from a frame whose only local is this error, and with no exception being handled: no chain.
+        raise outcome
+    return outcome
 
 
 # ---------------------------------------------------------------------------------------------- sync
@@ -105,12 +124,16 @@ class SyncTransport:
             self._session.close()
 
     def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
-        return self._exchange(*_api_call(request, config, token))
+        return _result(self._exchange(*_api_call(request, config, token)))
 
     def post_token(self, config: WdataConfig) -> RawResponse:
-        return self._exchange(*_token_call(config))
+        return _result(self._exchange(*_token_call(config)))
 
-    def _exchange(self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any]) -> RawResponse:
+    def _exchange(
+        self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any], what: str
+    ) -> RawResponse | WdataError:
+        """The response, or the error to raise: built inside ``except``, raised by the caller (see _result)."""
+        failure: WdataError
         try:
             response = self.session.request(
                 method,
@@ -130,17 +153,18 @@ class SyncTransport:
                     chunks.append(chunk)
                 return RawResponse(response.status_code, response.headers, b"".join(chunks))
         except requests.exceptions.SSLError:
-            raise WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False) from None
+            failure = WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False)
         except requests.exceptions.ConnectTimeout as exc:
-            raise _failure(f"{method} to", url, exc, sent=False) from None
+            failure = _failure(what, url, exc, sent=False)
         except requests.exceptions.ConnectionError as exc:
             reason = getattr(exc.args[0], "reason", None) if exc.args else None
             sent = not isinstance(reason, (NewConnectionError, ConnectTimeoutError))
-            raise _failure(f"{method} to", url, reason or exc, sent=sent) from None
+            failure = _failure(what, url, reason or exc, sent=sent)
         except requests.exceptions.RequestException as exc:
-            raise _failure(f"{method} to", url, exc, sent=True) from None
+            failure = _failure(what, url, exc, sent=True)
         except OSError:  # after RequestException, which is an OSError too: an unreadable CA bundle
-            raise _bad_ca_bundle(config) from None
+            failure = _bad_ca_bundle(config)
+        return failure
 
 
 # --------------------------------------------------------------------------------------------- async
@@ -215,20 +239,24 @@ class AsyncTransport:
         self.max_bytes = max_bytes
 
     async def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
-        return await self._exchange(*_api_call(request, config, token))
+        return _result(await self._exchange(*_api_call(request, config, token)))
 
     async def post_token(self, config: WdataConfig) -> RawResponse:
-        return await self._exchange(*_token_call(config))
+        return _result(await self._exchange(*_token_call(config)))
 
-    async def _exchange(self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any]) -> RawResponse:
+    async def _exchange(
+        self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any], what: str
+    ) -> RawResponse | WdataError:
+        """The response, or the error to raise: built inside ``except``, raised by the caller (see _result)."""
         session = await shared_session()
         proxy, proxy_auth = _env_proxy("/".join(url.split("/", 3)[:3]))
         if proxy is not None:
             kwargs = {**kwargs, "proxy": proxy, "proxy_auth": proxy_auth}
+        failure: WdataError
         try:
             ssl_context = _ssl_for(config.verify)
         except OSError:
-            raise _bad_ca_bundle(config) from None
+            return _bad_ca_bundle(config)
         try:
             async with session.request(
                 method,
@@ -249,8 +277,9 @@ class AsyncTransport:
                     chunks.append(chunk)
                 return RawResponse(response.status, response.headers, b"".join(chunks))
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError):
-            raise WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False) from None
+            failure = WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise _failure(f"{method} to", url, exc, sent=False) from None
+            failure = _failure(what, url, exc, sent=False)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _failure(f"{method} to", url, exc, sent=True) from None
+            failure = _failure(what, url, exc, sent=True)
+        return failure

@@ -32,8 +32,9 @@ from airflow_provider_wdata.exceptions import (
     error_from_event,
     error_to_event,
 )
-from airflow_provider_wdata.hooks.wdata import DEFAULT_RETRY_AFTER_MAX, WdataHook
+from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.models import ConnectionRun, RefreshBatch
+from airflow_provider_wdata.retries import DEFAULT_RETRY_AFTER_MAX
 
 #: Default seconds between two status reads.
 DEFAULT_POLL_INTERVAL = 30.0

@@ -244,3 +244,23 @@ def test_the_connection_operator_reattaches_returns_and_restarts(wdata_conn, all
     third = op().execute(task.context())
     assert third["job_id"] == result["job_id"], "a succeeded run is returned, not started again"
     assert len(posted) == 2 == len([r for r in wdata_conn.requests if r.method == "POST" and not r.is_token_request])
+
+
+def test_a_person_stopping_a_deferred_task_is_told_the_refresh_keeps_running(all_logs):
+    import asyncio
+
+    trigger = BatchRefreshTrigger(batch_id="b-42", deadline=2_000_000_000)
+    asyncio.run(trigger.on_kill())
+    assert "batch_id b-42" in all_logs.text and "keeps running in Wdata" in all_logs.text
+
+
+def test_parse_time_checks_start_nothing(monkeypatch):
+    from airflow_provider_wdata import protocol
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a request was built while the DAG was parsed")
+
+    monkeypatch.setattr(protocol, "start_batch_refresh", refuse)
+    monkeypatch.setattr(protocol, "refresh_connection", refuse)
+    WdataRefreshBatchOperator(task_id="a", connections=["conn-1"])
+    WdataRefreshConnectionOperator(task_id="b", connection_id="conn-1")

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from airflow_provider_wdata._compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_wdata.testing.run_dag import airflow_env
+from tests.conftest import airflow_home_text, leaks_in, scan_text
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_dags"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -19,7 +21,11 @@ DAG_IDS = {
     "wdata_refresh_batch_and_wait": ["refresh_spreadsheet"],
     "wdata_refresh_connection": ["refresh_connection"],
     "wdata_refresh_by_destination": ["start_refresh", "wait_for_refresh"],
+    "wdata_refresh_assets": ["refresh_connections"],
+    "wdata_reporting_on_assets": ["build_report"],
 }
+#: The reporting DAG refreshes nothing: it runs when the refresh DAG's assets are updated.
+REFRESH_DAG_IDS = sorted(set(DAG_IDS) - {"wdata_reporting_on_assets"})
 
 pytestmark = pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="the example DAGs are written for Airflow 3")
 
@@ -45,18 +51,23 @@ def airflow_home(tmp_path_factory):
     return home
 
 
-@pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
+@pytest.mark.parametrize("dag_id", REFRESH_DAG_IDS)
 def test_example_dag_runs_green_against_the_simulator(airflow_home, wdata_conn, dag_id):
-    result = subprocess.run(
-        [AIRFLOW, "dags", "test", dag_id],
-        env=airflow_env(airflow_home, EXAMPLES, wdata_conn),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    fernet_key = Fernet.generate_key().decode()  # known, so that the scan reads encrypted values too
+    env = airflow_env(airflow_home, EXAMPLES, wdata_conn) | {"AIRFLOW__CORE__FERNET_KEY": fernet_key}
+    result = subprocess.run([AIRFLOW, "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
+    # The session's canary scan sees this output (conftest tees every subprocess's), and what the run left in
+    # the Airflow home: the database (XCom, trigger kwargs, rendered fields) and the log files.
+    stored = airflow_home_text(airflow_home, fernet_key)
+    scan_text(f"Airflow home after `airflow dags test {dag_id}`", stored)
     assert result.returncode == 0, output[-4000:]
     assert "state=success" in output
     assert "succeeded" in output, "the wait ended with the refresh's success"
     assert wdata_conn.batches or wdata_conn.runs, "it refreshed something in Wdata"
     assert "[DAG TEST] running trigger in line" in output, "every example waits deferred, in the trigger"
+    tokens = wdata_conn.issued_tokens
+    assert tokens, "the run used the connection"
+    assert leaks_in(output, tokens=tokens) == []
+    assert leaks_in(stored, tokens=tokens) == []
+    assert dag_id in stored, "the scanned database holds this run"

@@ -8,19 +8,30 @@ the requests made. Row 12 (a killed triggerer) is in tests/e2e, with a real trig
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import json
+import sys
 import time
+import types
 
 import pytest
 
-from airflow_provider_wdata._compat import AirflowSkipException
-from airflow_provider_wdata.exceptions import WdataAuthError, WdataError, WdataRefreshMayHaveStartedError
+from airflow_provider_wdata import wait as wait_module
+from airflow_provider_wdata._compat import AirflowSkipException, BaseSensorOperator
+from airflow_provider_wdata.exceptions import (
+    WdataApiError,
+    WdataAuthError,
+    WdataError,
+    WdataRefreshMayHaveStartedError,
+    WdataRefreshTimeoutError,
+)
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.operators.wdata import WdataRefreshBatchOperator
 from airflow_provider_wdata.sensors.wdata import BatchRefreshSensor
 from airflow_provider_wdata.testing import Fault
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger
+from tests.conftest import ending_after
 
 STATUS_PATH = "/batch/refresh/"
 FAST = {"backoff_initial": 0.01, "backoff_max": 0.02, "timeout": 2}
@@ -103,13 +114,17 @@ def test_02_429_without_retry_after_backs_off_exponentially_capped(wdata_conn, s
 
 # 3. A burst of 500/502/503/504 lasting longer than several poll intervals: the wait survives.
 @pytest.mark.parametrize("mode", MODES)
-def test_03_5xx_burst_longer_than_several_polls(wdata_conn, sleeps, mode):
+def test_03_5xx_burst_longer_than_several_polls(wdata_conn, sleeps, mode, all_logs):
     batch_id = start()
     for status in (500, 502, 503, 504):
         wdata_conn.add_fault(Fault(method="GET", path_contains=STATUS_PATH, status=status, times=3))
     wait_in(mode, batch_id, max_attempts=2)
     failed_polls = 12
     assert len(status_requests(wdata_conn)) >= failed_polls + 2, "polled through the burst, then to the end"
+    logs = all_logs.text
+    for status in (500, 502, 503, 504):
+        assert "Could not read the refresh status (Wdata API GET" in logs and f"answered HTTP {status}" in logs
+    assert logs.count("will try again.") == failed_polls // 2, "one warning per poll whose tries were spent"
 
 
 # 4. Connection refused, and connections dropped mid-response, for a while: survives.
@@ -130,6 +145,23 @@ def test_04_connection_refused_for_a_while(wdata_conn):
         return await waiting
 
     assert asyncio.run(scenario())["status"] == "success"
+
+
+def test_04_connection_refused_for_a_while_in_poke_mode(wdata_conn, sleeps):
+    batch_id = start()
+    sensor = BatchRefreshSensor(
+        task_id="wait", batch_id=batch_id, deferrable=False, hook_params=FAST | {"max_attempts": 2}
+    )
+    wdata_conn.stop_listening()
+    assert sensor.poke({}) is False, "a refused connection does not end the wait"
+    assert "failed before the request was sent" in str(sensor._poke_wait.last_error)
+    assert len(sleeps) == 1, "the hook tried twice"
+    wdata_conn.start_listening()
+    for _ in range(10):
+        done = sensor.poke({})
+        if done:
+            break
+    assert done and done.xcom_value["batch_refresh_id"] == batch_id
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -232,11 +264,17 @@ def test_10_unreadable_or_odd_bodies(wdata_conn, sleeps, kind, outcome, says):
         assert says in event["message"] and len(event["message"]) < 600
 
 
-def test_10_a_body_over_the_limit_is_refused_unread(wdata_conn):
+@pytest.mark.parametrize("mode", MODES)
+def test_10_a_body_over_the_limit_is_refused_unread(wdata_conn, mode):
     batch_id = start()
-    wdata_conn.add_fault(Fault(method="GET", path_contains=STATUS_PATH, kind="huge", size=3_000_000))
-    event = wait_deferred(batch_id, max_response_bytes=1_000_000)
-    assert event["status"] == "error" and "more than 1000000 bytes" in event["message"]
+    fault = wdata_conn.add_fault(Fault(method="GET", path_contains=STATUS_PATH, kind="huge", size=3_000_000))
+    if mode == "deferred":
+        event = wait_deferred(batch_id, max_response_bytes=1_000_000)
+        assert event["status"] == "error" and "more than 1000000 bytes" in event["message"]
+    else:
+        with pytest.raises(WdataApiError, match="more than 1000000 bytes"):
+            poke_until_done(batch_id, max_response_bytes=1_000_000)
+    assert fault.fired == 1 and len(status_requests(wdata_conn)) == 1, "refused at once, not tried again"
 
 
 # 11. Unknown status values and unknown fields: tolerated as the decision rules say.
@@ -261,6 +299,9 @@ def test_11_unknown_statuses_and_fields_are_tolerated(wdata_conn, mode):
 
 # 13. A start request that times out after sending: no second start; a clear error that it may have started.
 def test_13_start_timing_out_after_sending_is_never_sent_twice(wdata_conn, sleeps):
+    # A token in the cache first: the short timeout must apply to the start alone, not to a token request that a
+    # loaded machine might answer late (that would be retried, and counted in ``sleeps``).
+    WdataHook().get_wdata_connection("conn-1")
     wdata_conn.add_fault(Fault(method="POST", path_contains="batch/refresh", kind="slow", delay=1.5))
     operator = WdataRefreshBatchOperator(
         task_id="t", connections=["conn-1"], deferrable=False, hook_params={"timeout": 0.3}
@@ -275,7 +316,7 @@ def test_14_deadline_while_the_service_keeps_failing(wdata_conn):
     batch_id = start()
     WdataHook().get_batch_refresh(batch_id)  # one poll: "running"
     wdata_conn.add_fault(Fault(method="GET", path_contains=STATUS_PATH, status=503, times=None))
-    trigger = trigger_for(batch_id, seconds=0.5, poll=0.1, max_attempts=1)
+    trigger = ending_after(trigger_for(batch_id, seconds=600, max_attempts=1), reads=2)
     event = asyncio.run(final_event(trigger))
     assert event["status"] == "timeout"
     assert "Last seen: no status could be read" in event["message"]
@@ -288,6 +329,132 @@ def test_14_deadline_while_the_service_keeps_failing(wdata_conn):
 def test_14_timeout_names_the_last_statuses_seen(wdata_conn):
     wdata_conn.script_connection("conn-1", outcome="stuck")
     batch_id = start("conn-1")
-    event = wait_deferred(batch_id, seconds=0.4, poll=0.1)
+    event = asyncio.run(final_event(ending_after(trigger_for(batch_id, seconds=600), reads=2)))
     assert event["status"] == "timeout"
     assert "source=running, destination=running" in event["message"]
+    assert len(status_requests(wdata_conn)) == 2
+
+
+def failing_after_one_read(sim) -> str:
+    """A batch that was read once ("running"), after which every status read gets a 503."""
+    batch_id = start()
+    sim.add_fault(Fault(method="GET", path_contains=STATUS_PATH, status=503, times=None, skip=1))
+    return batch_id
+
+
+#: The module of the sensor loop this Airflow runs: the exceptions it raises are the ones named there.
+SENSOR_MODULE = sys.modules[BaseSensorOperator.execute.__module__]
+
+
+def test_14_in_poke_mode_airflows_sensor_timeout_ends_the_wait(wdata_conn, all_logs):
+    batch_id = failing_after_one_read(wdata_conn)
+    sensor = BatchRefreshSensor(
+        task_id="wait",
+        batch_id=batch_id,
+        mode="poke",
+        deferrable=False,
+        timeout=0.3,
+        poke_interval=0.05,
+        hook_params=FAST | {"max_attempts": 1},
+    )
+    with pytest.raises(SENSOR_MODULE.AirflowSensorTimeout, match="timed out"):
+        sensor.execute({})
+    logs = all_logs.text
+    assert "still running (" in logs and "source=running" in logs, "the last statuses seen are in the log"
+    assert len(status_requests(wdata_conn)) >= 1
+
+
+class _RescheduledTask:
+    """What a sensor in reschedule mode asks of its task instance: when its first try started."""
+
+    max_tries = 0
+    dag_id, task_id, run_id, map_index = "d", "wait", "r", -1
+
+    def __init__(self, first_try_started: datetime.datetime | None) -> None:
+        self.first_try_started = first_try_started
+
+    def get_first_reschedule_date(self, context):  # Airflow 3
+        return self.first_try_started
+
+
+def reschedule_context(monkeypatch, first_try_started: datetime.datetime | None) -> dict:
+    if hasattr(SENSOR_MODULE, "_orig_start_date"):  # Airflow 2 reads it from the database
+        monkeypatch.setattr(SENSOR_MODULE, "_orig_start_date", lambda **_: first_try_started)
+    return {"ti": _RescheduledTask(first_try_started)}
+
+
+def test_14_in_reschedule_mode_airflows_sensor_timeout_ends_the_wait(wdata_conn, all_logs, monkeypatch):
+    AirflowRescheduleException, AirflowSensorTimeout = (
+        SENSOR_MODULE.AirflowRescheduleException,
+        SENSOR_MODULE.AirflowSensorTimeout,
+    )
+    batch_id = failing_after_one_read(wdata_conn)
+
+    def sensor(**kwargs) -> BatchRefreshSensor:
+        # Each try of a rescheduled sensor is a new task instance: a new sensor object, nothing kept in memory.
+        return BatchRefreshSensor(
+            task_id="wait",
+            batch_id=batch_id,
+            mode="reschedule",
+            deferrable=False,
+            timeout=60,
+            hook_params=FAST | {"max_attempts": 1},
+            **kwargs,
+        )
+
+    assert sensor().reschedule
+    with pytest.raises(AirflowRescheduleException):  # first try: running, so it frees its slot until later
+        sensor().execute(reschedule_context(monkeypatch, None))
+    assert "source=running" in all_logs.text
+    now = datetime.datetime.now(datetime.timezone.utc)
+    with pytest.raises(AirflowRescheduleException):  # a later try within the timeout: a 503, still waiting
+        sensor().execute(reschedule_context(monkeypatch, now - datetime.timedelta(seconds=30)))
+    assert "HTTP 503" in all_logs.text and "will try again" in all_logs.text
+    long_ago = reschedule_context(monkeypatch, now - datetime.timedelta(seconds=120))
+    with pytest.raises(AirflowSensorTimeout, match="timed out"):  # a try past the timeout: Airflow ends it
+        sensor().execute(long_ago)
+    with pytest.raises(AirflowSkipException):
+        sensor(soft_fail=True).execute(long_ago)
+    assert len(status_requests(wdata_conn)) == 4, "one read per try"
+
+
+class FakeWaitClock:
+    """The wait module's clock: the real one, moved on at once by each ``sleep``. The wait's deadline passes after
+    about as many reads as the timeout holds poll intervals, however slow the machine."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return time.time() + sum(self.slept)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def test_14_the_operators_own_wait_times_out_naming_the_last_error(wdata_conn, monkeypatch, all_logs):
+    clock = FakeWaitClock()
+    monkeypatch.setattr(wait_module, "time", types.SimpleNamespace(time=clock.time, sleep=clock.sleep))
+    wdata_conn.add_fault(Fault(method="GET", path_contains=STATUS_PATH, status=503, times=None))
+    operator = WdataRefreshBatchOperator(
+        task_id="t",
+        connections=["conn-1"],
+        deferrable=False,
+        timeout=1,
+        poll_interval=0.25,
+        hook_params=FAST | {"max_attempts": 1},
+    )
+
+    class TaskInstance:
+        def xcom_push(self, key, value):
+            pass
+
+    with pytest.raises(WdataRefreshTimeoutError) as info:
+        operator.execute({"ti": TaskInstance()})
+    message = str(info.value)
+    assert "Timed out" in message and "Last seen: no status could be read" in message
+    assert "Last error: Wdata API GET /api/v1/connections/batch/refresh/" in message and "HTTP 503" in message
+    reads = len(status_requests(wdata_conn))
+    assert reads == len(clock.slept) and reads >= 3, "a read after each poll interval, until the deadline"
+    assert all(seconds <= 0.25 for seconds in clock.slept)
+    assert message in all_logs.text, "and in the task log"

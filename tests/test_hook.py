@@ -249,6 +249,9 @@ def test_start_is_sent_again_only_when_certainly_not_accepted(wdata_conn, sleeps
     ids=["500", "502", "504", "dropped", "timeout"],
 )
 def test_ambiguous_start_failure_is_never_sent_twice(wdata_conn, sleeps, fault):
+    # A token in the cache first: the short timeout below must hit the start alone, never a token request that a
+    # loaded machine answers late (that one would be retried, and show in ``sleeps``).
+    WdataHook().get_wdata_connection("conn-1")
     wdata_conn.add_fault(fault)
     with pytest.raises(WdataRefreshMayHaveStartedError, match="may have started"):
         WdataHook(timeout=0.5, **FAST).start_batch_refresh(["conn-1"])
@@ -257,6 +260,7 @@ def test_ambiguous_start_failure_is_never_sent_twice(wdata_conn, sleeps, fault):
 
 
 def test_async_start_answered_after_the_timeout_is_never_sent_twice(wdata_conn, sleeps):
+    WdataHook().get_wdata_connection("conn-1")  # the token first (see above): the short timeout is the start's
     wdata_conn.add_fault(Fault(method="POST", path_contains="batch/refresh", kind="slow", delay=2.0))
     with pytest.raises(WdataRefreshMayHaveStartedError, match="may have started"):
         asyncio.run(WdataHook(timeout=0.25, **FAST).astart_batch_refresh(["conn-1"]))
@@ -451,7 +455,7 @@ def test_tls_is_verified_against_the_ca_named_in_verify(tls_simulator, monkeypat
 def test_an_untrusted_certificate_is_refused_with_a_hint(tls_simulator, monkeypatch, sleeps):
     sim, _ = tls_simulator
     set_conn(monkeypatch, sim)
-    with pytest.raises(WdataTransportError, match=re.escape("TLS verification of 127.0.0.1 failed")) as info:
+    with pytest.raises(WdataTransportError, match=re.escape("TLS handshake with 127.0.0.1 failed")) as info:
         WdataHook().get_wdata_connection("conn-1")
     assert "extra 'verify'" in str(info.value)
     assert not info.value.retryable and sleeps == []
@@ -459,7 +463,7 @@ def test_an_untrusted_certificate_is_refused_with_a_hint(tls_simulator, monkeypa
     async def main():
         return await WdataHook().aget_wdata_connection("conn-2")
 
-    with pytest.raises(WdataTransportError, match="TLS verification"):
+    with pytest.raises(WdataTransportError, match="TLS handshake with"):
         asyncio.run(main())
     assert sim.token_requests == [], "the secret never went to an unverified host"
 
@@ -534,10 +538,9 @@ def test_hook_limits_are_checked():
 
 
 def test_a_cursor_that_comes_back_stops_the_listing():
-    from airflow_provider_wdata.hooks.wdata import _Pages
-    from airflow_provider_wdata.protocol import Envelope
+    from airflow_provider_wdata.protocol import ConnectionPages, Envelope
 
-    pages = _Pages()
+    pages = ConnectionPages()
     pages.add(Envelope([{"id": "a"}], 200, "c1"))
     assert not pages.done and pages.cursor == "c1"
     with pytest.raises(WdataApiError, match="cursor 'c1' twice"):
@@ -560,7 +563,7 @@ def test_excerpts_blank_out_encoded_secrets_too():
     assert "a%2Bb" not in excerpt(body, hide=("a+b/c=",)) and "a+b/c=" not in excerpt(body, hide=("a+b/c=",))
 
 
-def test_async_calls_use_the_proxy_the_environment_names(monkeypatch):
+def test_the_proxy_for_an_origin_comes_from_the_environment(monkeypatch):
     from airflow_provider_wdata.transport import _env_proxy
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.test:3128")
@@ -571,3 +574,79 @@ def test_async_calls_use_the_proxy_the_environment_names(monkeypatch):
         assert _env_proxy("https://internal.example.test") == (None, None)
     finally:
         _env_proxy.cache_clear()
+
+
+class LoopbackProxy:
+    """A plain-HTTP forward proxy on loopback, one request per client connection: it records each request line
+    (absolute-form, as clients send them to a proxy), forwards the request to its origin and relays the answer."""
+
+    def __init__(self) -> None:
+        self.request_lines: list[str] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> LoopbackProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, client_reader, client_writer) -> None:
+        from urllib.parse import urlsplit
+
+        try:
+            head = await client_reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, version = lines[0].split(" ")
+            self.request_lines.append(f"{method} {target}")
+            headers = [line for line in lines[1:] if line and not line.lower().startswith(("connection:", "proxy-"))]
+            length = next((int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:")), 0)
+            body = await client_reader.readexactly(length)
+            origin = urlsplit(target)
+            path = origin.path + (f"?{origin.query}" if origin.query else "")
+            up_reader, up_writer = await asyncio.open_connection(origin.hostname, origin.port)
+            up_writer.write(
+                "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""]).encode("latin-1")
+                + body
+            )
+            await up_writer.drain()
+            answer = await up_reader.read()  # to the end: the origin closes after its answer
+            up_writer.close()
+            # Tell the client this connection ends here, so that its next request opens a new one.
+            answer_head, _, answer_body = answer.partition(b"\r\n\r\n")
+            kept = [h for h in answer_head.split(b"\r\n") if not h.lower().startswith(b"connection:")]
+            client_writer.write(b"\r\n".join([*kept, b"Connection: close"]) + b"\r\n\r\n" + answer_body)
+            await client_writer.drain()
+        finally:
+            client_writer.close()
+
+
+def test_async_calls_go_through_the_proxy_the_environment_names(wdata_conn, monkeypatch):
+    from airflow_provider_wdata.transport import _env_proxy
+
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    origin = f"http://127.0.0.1:{wdata_conn.port}"
+
+    async def main():
+        async with LoopbackProxy() as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            _env_proxy.cache_clear()
+            connection = await WdataHook().aget_wdata_connection("conn-1")
+            return connection, proxy.request_lines
+
+    try:
+        connection, through_proxy = asyncio.run(main())
+    finally:
+        _env_proxy.cache_clear()
+    assert connection.id == "conn-1"
+    assert through_proxy == [
+        f"POST {origin}/iam/v1/oauth2/token",
+        f"GET {origin}/s/wdata/prep/api/v1/connections/conn-1",
+    ], "the token request and the API call both went through the proxy"
+    assert len(wdata_conn.requests) == 2, "and reached the service from there"

@@ -58,10 +58,17 @@ def test_failed_child_fails_the_task_naming_it(wdata_conn, all_logs):
     assert "Column 'Revenue' not found" in all_logs.text, "the error is in the task log too"
 
 
-def test_transient_errors_keep_poking(wdata_conn):
+def test_transient_errors_keep_poking(wdata_conn, all_logs):
     batch_id = start()
-    wdata_conn.add_fault(Fault(method="GET", path_contains="/batch/refresh/", status=503, times=2))
-    assert sensor(batch_id).poke({}) is False
+    fault = wdata_conn.add_fault(Fault(method="GET", path_contains="/batch/refresh/", status=503, times=2))
+    wait = sensor(batch_id)
+    assert wait.poke({}) is False
+    assert fault.fired == 2, "both 503s were served: the hook's two tries"
+    assert len([r for r in wdata_conn.requests if r.method == "GET"]) == 2
+    assert "HTTP 503" in str(wait._poke_wait.last_error)
+    assert "Could not read the refresh status" in all_logs.text and "will try again" in all_logs.text
+    assert wait.poke({}) is False, "the next poke reads the batch again: still running"
+    assert wait.poke({}).is_done
 
 
 def test_wrong_batch_id_fails_with_the_service_message(wdata_conn):

@@ -12,7 +12,7 @@ import pytest
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.testing import Fault
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
-from tests.conftest import CANARY_SECRET
+from tests.conftest import CANARY_SECRET, ending_after
 
 FAST_HOOK = {"backoff_initial": 0.01, "backoff_max": 0.02, "max_attempts": 2, "timeout": 2}
 
@@ -98,21 +98,27 @@ async def test_fail_fast_does_not_wait_for_the_other_children(wdata_conn):
 async def test_timeout_carries_the_last_statuses_and_keeps_the_deadline(wdata_conn):
     wdata_conn.script_connection("conn-1", outcome="stuck")
     batch_id = await asyncio.to_thread(start_batch, "conn-1")
-    trigger = batch_trigger(batch_id, seconds=0.4, poll=0.1)
+    trigger = ending_after(batch_trigger(batch_id, seconds=600, poll=0.05), reads=2)
     deadline = trigger.deadline
     [event] = await events_of(trigger)
     assert event["status"] == "timeout"
     assert "still running" in event["message"] and "source=running" in event["message"]
     assert event["summary"]["batch_refresh_id"] == batch_id
-    assert time.time() >= deadline
-    assert trigger.serialize()[1]["deadline"] == deadline
+    ended_at = pendulum.from_timestamp(trigger.wait.deadline).to_iso8601_string()
+    assert f"deadline {ended_at}" in event["message"], "the message names the deadline the wait ended at"
+    assert status_gets(wdata_conn) == 2, "no read after the deadline"
+    assert trigger.serialize()[1]["deadline"] == deadline, "running never rewrites the serialized deadline"
 
 
 async def test_a_read_still_running_at_the_deadline_is_cut_off_there(wdata_conn):
     batch_id = await asyncio.to_thread(start_batch)
-    # Answered after 1.5 s: well past the deadline, yet within the hook's timeout, so only the deadline can end it.
-    wdata_conn.add_fault(Fault(method="GET", path_contains="/batch/refresh/", kind="slow", delay=1.5, times=None))
-    trigger = batch_trigger(batch_id, seconds=0.3)
+    # Answered after 30 s: well past the deadline, yet within the hook's timeout (FAST_HOOK's 2 s bounds the
+    # exchange at 4 s, hence the larger timeout here), so only the deadline can end it. The token is cached (the
+    # start fetched it): the 2 s go to the first read alone.
+    wdata_conn.add_fault(Fault(method="GET", path_contains="/batch/refresh/", kind="slow", delay=30, times=None))
+    trigger = BatchRefreshTrigger(
+        batch_id=batch_id, poll_interval=0.05, deadline=time.time() + 2, hook_params=FAST_HOOK | {"timeout": 60}
+    )
     [event] = await events_of(trigger)
     assert event["status"] == "timeout"
     assert event["summary"] is None and "no status could be read" in event["message"], "the slow read never ended"
@@ -176,8 +182,8 @@ async def test_an_unknown_status_is_waited_on_until_the_deadline(wdata_conn):
         "someNewField": {"x": 1},
     }
     wdata_conn.put_raw_batch("raw-1", body)
-    # Warned once: tests/test_wait.py. Two seconds leave a loaded machine time for the first read.
-    [event] = await events_of(batch_trigger("raw-1", seconds=2, poll=0.1))
+    # Warned once: tests/test_wait.py. Three reads, then the deadline, however slow the machine.
+    [event] = await events_of(ending_after(batch_trigger("raw-1", seconds=600, poll=0.05), reads=3))
     assert event["status"] == "timeout", "an unknown status is still in progress"
     assert "conn-1 (source=queued_v2, destination=complete)" in event["message"]
 

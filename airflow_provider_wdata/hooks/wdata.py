@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -10,35 +13,23 @@ import tenacity
 
 from airflow_provider_wdata import protocol
 from airflow_provider_wdata._compat import BaseHook, aget_connection
+from airflow_provider_wdata.assets import report_hook_lineage
 from airflow_provider_wdata.config import WdataConfig, build_config
-from airflow_provider_wdata.exceptions import WdataApiError, WdataConfigError, WdataError
+from airflow_provider_wdata.exceptions import WdataAuthError, WdataConfigError, WdataError
 from airflow_provider_wdata.models import ConnectionRun, RefreshBatch, WdataConnection
 from airflow_provider_wdata.protocol import ApiRequest, Envelope, RawResponse
+from airflow_provider_wdata.retries import (
+    DEFAULT_BACKOFF_INITIAL,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_AFTER_MAX,
+    retry_policy,
+)
+from airflow_provider_wdata.throttle import loop_gate
 from airflow_provider_wdata.tokens import DEFAULT_RENEW_MARGIN, TOKENS, AccessToken
 from airflow_provider_wdata.transport import DEFAULT_MAX_RESPONSE_BYTES, AsyncTransport, SyncTransport
 
 T = TypeVar("T")
-
-#: Defaults of the hook's retry policy (each is a WdataHook argument).
-DEFAULT_MAX_ATTEMPTS = 5
-DEFAULT_BACKOFF_INITIAL = 1.0
-DEFAULT_BACKOFF_MAX = 30.0
-DEFAULT_RETRY_AFTER_MAX = 120.0
-
-
-class _WaitRetryAfterOr(tenacity.wait.wait_base):
-    """Wait as long as the service asked (``Retry-After``, capped), else fall back to backoff."""
-
-    def __init__(self, backoff: tenacity.wait.wait_base, cap: float) -> None:
-        self.backoff = backoff
-        self.cap = cap
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return min(float(retry_after), self.cap)
-        return float(self.backoff(retry_state))
 
 
 def _build(config: WdataConfig, build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> ApiRequest:
@@ -46,10 +37,6 @@ def _build(config: WdataConfig, build: Callable[..., ApiRequest], *args: Any, **
     if "workspace_id" in kw and kw["workspace_id"] is None:
         kw["workspace_id"] = config.workspace_id
     return build(*args, **kw)
-
-
-def _is_retryable(error: BaseException) -> bool:
-    return isinstance(error, WdataError) and error.retryable
 
 
 class WdataHook(BaseHook):
@@ -142,38 +129,41 @@ class WdataHook(BaseHook):
         return self._config
 
     async def aget_config(self) -> WdataConfig:
-        """:attr:`config`, read without blocking the event loop."""
+        """:attr:`config`, read without blocking the event loop.
+
+        Hooks in one event loop (a triggerer's waits) reuse a checked connection for
+        :data:`CONNECTION_REUSE_SECONDS`: Airflow's lookup costs more than a status read. Refused credentials
+        or a configuration error drop it at once, so a fixed connection is read again.
+        """
         if self._config is None:
-            self._config = self._build_config(await aget_connection(self.wdata_conn_id))
+            key = (self.wdata_conn_id, self.timeout)
+            reused = _loop_configs().get(key)
+            if reused is not None and reused[1] > time.monotonic():
+                self._config = reused[0]
+            else:
+                self._config = self._build_config(await aget_connection(self.wdata_conn_id))
+                _loop_configs()[key] = (self._config, time.monotonic() + CONNECTION_REUSE_SECONDS)
         return self._config
+
+    def _forget_config(self) -> None:
+        """Read the Airflow connection again on the next call (its credentials or fields were refused)."""
+        self._config = None
+        loop_configs = _LOOP_CONFIGS.get(asyncio.get_running_loop())
+        if loop_configs is not None:
+            loop_configs.pop((self.wdata_conn_id, self.timeout), None)
 
     # ------------------------------------------------------------------------------------ retries
 
     def _retry_policy(self, request: ApiRequest) -> dict[str, Any]:
-        """tenacity's arguments for one call: which failures are tried again, how long to wait, how to log."""
-
-        def log_retry(state: tenacity.RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0
-            self.log.warning(
-                "Wdata call %s: try %d of %d failed: %s Trying again in %.1f s.",
-                request,
-                state.attempt_number,
-                self.max_attempts,
-                error,
-                wait,
-            )
-
-        backoff = tenacity.wait_exponential_jitter(
-            initial=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
+        """tenacity's arguments for one call (see :mod:`airflow_provider_wdata.retries`)."""
+        return retry_policy(
+            request,
+            max_attempts=self.max_attempts,
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+            retry_after_max=self.retry_after_max,
+            log=self.log,
         )
-        return {
-            "stop": tenacity.stop_after_attempt(self.max_attempts),
-            "wait": _WaitRetryAfterOr(backoff, self.retry_after_max),
-            "retry": tenacity.retry_if_exception(_is_retryable),
-            "before_sleep": log_retry,
-            "reraise": True,
-        }
 
     # ------------------------------------------------------------------------------------ sync calls
 
@@ -246,12 +236,19 @@ class WdataHook(BaseHook):
         raise failure
 
     async def _atry_once(self, request: ApiRequest, config: WdataConfig) -> Envelope:
-        """Async :meth:`_try_once`."""
+        """Async :meth:`_try_once`, held while the service has paused this credential (see :mod:`.throttle`)."""
+        gate = loop_gate()
+        if gate.closed_for(config.throttle_key):
+            await gate.wait_open(config.throttle_key)
         token = await self._atoken(config)
         raw = await self._asend_once(request, config, token)
         if raw.status == 401:
             TOKENS.invalidate(config.token_key, token)
             raw = await self._asend_once(request, config, await self._atoken(config))
+        if raw.status == 429:
+            pause = protocol.retry_after_seconds(raw.headers.get("Retry-After"))
+            if pause:
+                gate.close(config.throttle_key, min(pause, self.retry_after_max))
         return protocol.read_response(request, raw, config, self.max_response_bytes)
 
     async def _arequest(self, request: ApiRequest, config: WdataConfig) -> Envelope:
@@ -272,7 +269,12 @@ class WdataHook(BaseHook):
 
     async def _acall(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
         config = self._config or await self.aget_config()
-        return parse((await self._arequest(_build(config, build, *args, **kw), config)).body)
+        try:
+            envelope = await self._arequest(_build(config, build, *args, **kw), config)
+        except (WdataAuthError, WdataConfigError):
+            self._forget_config()
+            raise
+        return parse(envelope.body)
 
     # ---------------------------------------------------------------------------------------- calls
 
@@ -295,25 +297,29 @@ class WdataHook(BaseHook):
         Never sent twice: a failure after which the batch may have started raises
         :class:`~airflow_provider_wdata.exceptions.WdataRefreshMayHaveStartedError`.
         """
-        return self._call(
+        batch = self._call(
             RefreshBatch.from_api,
             protocol.start_batch_refresh,
             connections,
             cancel_unwritables,
             workspace_id=workspace_id,
         )
+        report_hook_lineage(self, connections, workspace_id)
+        return batch
 
     async def astart_batch_refresh(
         self, connections: Sequence[Any], cancel_unwritables: bool = False, workspace_id: str | None = None
     ) -> RefreshBatch:
         """Async :meth:`start_batch_refresh`."""
-        return await self._acall(
+        batch = await self._acall(
             RefreshBatch.from_api,
             protocol.start_batch_refresh,
             connections,
             cancel_unwritables,
             workspace_id=workspace_id,
         )
+        report_hook_lineage(self, connections, workspace_id)
+        return batch
 
     def refresh_connection(self, connection_id: str, workspace_id: str | None = None, **fields: Any) -> ConnectionRun:
         """Start refreshing one connection; poll the result's ``job_id``.
@@ -321,25 +327,29 @@ class WdataHook(BaseHook):
         ``fields``: ``source_parameters``, ``destination_parameters``, ``use_previous_source_parameters``,
         ``use_previous_destination_parameters``. Never sent twice (see :meth:`start_batch_refresh`).
         """
-        return self._call(
+        run = self._call(
             ConnectionRun.from_api,
             protocol.refresh_connection,
             connection_id,
             workspace_id=workspace_id,
             **fields,
         )
+        report_hook_lineage(self, [connection_id], workspace_id)
+        return run
 
     async def arefresh_connection(
         self, connection_id: str, workspace_id: str | None = None, **fields: Any
     ) -> ConnectionRun:
         """Async :meth:`refresh_connection`."""
-        return await self._acall(
+        run = await self._acall(
             ConnectionRun.from_api,
             protocol.refresh_connection,
             connection_id,
             workspace_id=workspace_id,
             **fields,
         )
+        report_hook_lineage(self, [connection_id], workspace_id)
+        return run
 
     def get_connection_refresh(self, connection_id: str, job_id: str, workspace_id: str | None = None) -> ConnectionRun:
         """Status of one connection refresh."""
@@ -387,7 +397,7 @@ class WdataHook(BaseHook):
     ) -> list[WdataConnection]:
         """Every Wdata connection matching the filters, following the cursor through all pages."""
         filters = _filters(source_type, source_id, destination_type, destination_id, page_size)
-        config, pages = self.config, _Pages()
+        config, pages = self.config, protocol.ConnectionPages()
         while not pages.done:
             pages.add(self._request(protocol.list_connections(cursor=pages.cursor, **filters), config))
         return pages.found
@@ -403,7 +413,7 @@ class WdataHook(BaseHook):
     ) -> list[WdataConnection]:
         """Async :meth:`list_connections`."""
         filters = _filters(source_type, source_id, destination_type, destination_id, page_size)
-        config, pages = await self.aget_config(), _Pages()
+        config, pages = await self.aget_config(), protocol.ConnectionPages()
         while not pages.done:
             pages.add(await self._arequest(protocol.list_connections(cursor=pages.cursor, **filters), config))
         return pages.found
@@ -417,7 +427,7 @@ class WdataHook(BaseHook):
             envelope = self._request(protocol.list_connections(limit=1), config)
         except WdataError as error:
             return False, _without_conn_id(str(error), self.wdata_conn_id)
-        seen = "at least one connection" if _connections(envelope) else "no connections yet"
+        seen = "at least one connection" if protocol.connections_in(envelope) else "no connections yet"
         return True, f"Connected to Wdata at {config.base_url} as client {config.client_id}: {seen} visible."
 
     @classmethod
@@ -439,6 +449,19 @@ class WdataHook(BaseHook):
         return legacy_widgets()
 
 
+#: How long hooks in one event loop reuse a checked Airflow connection (seconds); see :meth:`WdataHook.aget_config`.
+CONNECTION_REUSE_SECONDS = 30.0
+
+_LOOP_CONFIGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float | None], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _loop_configs() -> dict[tuple[str, float | None], Any]:
+    """(conn id, hook timeout) -> (checked config, reuse deadline), for the running event loop."""
+    return _LOOP_CONFIGS.setdefault(asyncio.get_running_loop(), {})
+
+
 def _without_conn_id(message: str, conn_id: str) -> str:
     """The UI's "Test" button checks a copy of the connection saved under a random id: leave that id out."""
     named = f"Connection {conn_id!r}"
@@ -458,32 +481,3 @@ def _filters(
         "destination_id": destination_id,
         "limit": limit,
     }
-
-
-class _Pages:
-    """Collects the pages of a list call; refuses a cursor that comes back (it would loop forever)."""
-
-    def __init__(self) -> None:
-        self.found: list[WdataConnection] = []
-        self.cursor: str | None = None
-        self.done = False
-        self._seen: set[str] = set()
-
-    def add(self, envelope: Envelope) -> None:
-        self.found += _connections(envelope)
-        self.cursor = envelope.cursor
-        self.done = not self.cursor
-        if self.cursor in self._seen:
-            raise WdataApiError(
-                f"Wdata returned the cursor {self.cursor!r} twice while listing connections; stopping.",
-                status=200,
-                method="GET",
-                path="/api/v1/connections",
-            )
-        if self.cursor:
-            self._seen.add(self.cursor)
-
-
-def _connections(envelope: Envelope) -> list[WdataConnection]:
-    items = envelope.body if isinstance(envelope.body, list) else []
-    return [WdataConnection.from_api(item) for item in items]

@@ -16,10 +16,12 @@ from typing import Any
 from airflow_provider_wdata import durable, protocol
 from airflow_provider_wdata._compat import BaseOperator, Context, default_deferrable
 from airflow_provider_wdata.arguments import is_templated, positive_seconds
+from airflow_provider_wdata.assets import default_outlets, record_asset_events, refresh_runs
 from airflow_provider_wdata.decision import Decision, Outcome, decide_batch, decide_connection_run
 from airflow_provider_wdata.durable import StartedRefresh
 from airflow_provider_wdata.exceptions import WdataError
 from airflow_provider_wdata.hooks.wdata import WdataHook
+from airflow_provider_wdata.openlineage import WdataLineageMixin
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
 from airflow_provider_wdata.wait import DEFAULT_POLL_INTERVAL, DEFERRAL_TIMEOUT_GRACE, finish
 
@@ -29,7 +31,7 @@ DEFAULT_WAIT_TIMEOUT = 7 * 24 * 3600.0
 _warned_no_store = False
 
 
-class _StartsRefresh(BaseOperator):
+class _StartsRefresh(WdataLineageMixin, BaseOperator):
     ui_color = "#c5e3f6"
 
     def __init__(
@@ -71,8 +73,8 @@ class _StartsRefresh(BaseOperator):
         """The RefreshConnection fields of every connection this task refreshes (snake_case)."""
         raise NotImplementedError
 
-    def start(self, connections: list[dict[str, Any]], context: Context) -> StartedRefresh:
-        """Start refreshing ``connections``; the record of what started (not yet saved)."""
+    def start(self, connections: list[dict[str, Any]]) -> dict[str, str]:
+        """Start refreshing ``connections``; the ids of what started (``batch_id`` or ``job_id``)."""
         raise NotImplementedError
 
     def read(self, record: StartedRefresh) -> Any:
@@ -87,8 +89,8 @@ class _StartsRefresh(BaseOperator):
     ) -> BatchRefreshTrigger | ConnectionRefreshTrigger:
         raise NotImplementedError
 
-    def ids_of(self, record: StartedRefresh) -> Any:
-        """What the task returns when it does not wait, and pushes to XCom at once."""
+    def ids_of(self, record: StartedRefresh) -> dict[str, str]:
+        """The XCom keys and values pushed as soon as the refresh started; the first is returned when not waiting."""
         raise NotImplementedError
 
     # one try --------------------------------------------------------------------------------------
@@ -117,11 +119,14 @@ class _StartsRefresh(BaseOperator):
     def _start_and_wait(
         self, connections: list[dict[str, Any]], context: Context, store: Any, completed: Sequence[dict[str, Any]] = ()
     ) -> Any:
-        record = self.start(connections, context)
-        record.connections = self.requested()
-        record.clear_number = durable.clear_number(context)
-        record.completed = list(completed)
+        ids = self.start(connections)
         started_at = time.time()
+        record = StartedRefresh(
+            connections=self.requested(),
+            clear_number=durable.clear_number(context),
+            completed=list(completed),
+            **ids,
+        )
         if store is not None:
             durable.save(store, record)
         return self._follow(record, context, started_at)
@@ -129,10 +134,10 @@ class _StartsRefresh(BaseOperator):
     def _follow(self, record: StartedRefresh, context: Context, last_read_at: float) -> Any:
         """Push the ids, then return them or wait (deferred or in this worker) for the refresh to end."""
         ids = self.ids_of(record)
-        for key, value in ids.items() if isinstance(ids, dict) else ():
+        for key, value in ids.items():
             context["ti"].xcom_push(key=key, value=value)
         if not self.wait_for_completion:
-            return ids.get("batch_refresh_id") or ids.get("job_id")
+            return next(iter(ids.values()))
         trigger = self.make_trigger(record, last_read_at)
         if self.deferrable:
             self.log.info("Deferring: the triggerer polls every %s s for up to %s s.", self.poll_interval, self.timeout)
@@ -141,20 +146,28 @@ class _StartsRefresh(BaseOperator):
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_GRACE),
             )
-        return self._result(finish(trigger.make_wait().run(self.hook, self.log), log=self.log), record)
+        return self._complete(context, trigger.make_wait().run(self.hook, self.log), record)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Called with the trigger's final event once a deferred wait ends."""
-        summary = finish(event, log=self.log)
         store = self._store(context)
         record = durable.load(store, context, self.log) if store is not None else None
-        return self._result(summary, record)
+        return self._complete(context, event, record)
 
-    def _result(self, summary: Any, record: StartedRefresh | None) -> Any:
-        """The refresh's summary, covering the runs that succeeded in an earlier batch of this task too."""
-        if record is None or not record.completed or not isinstance(summary, dict):
-            return summary
-        return {**summary, "child_refreshes": [*record.completed, *(summary.get("child_refreshes") or [])]}
+    def _complete(self, context: Context, event: Any, record: StartedRefresh | None) -> Any:
+        """The task's result from the wait's final event, or the matching exception."""
+        self.record_wdata_lineage(event)  # a failed event's last read names the failed connections
+        return self._succeeded(context, finish(event, log=self.log), record)
+
+    def _succeeded(self, context: Context, summary: Any, record: StartedRefresh | None) -> Any:
+        """The refresh's summary, covering the runs that succeeded in an earlier batch of this task too, with
+        its connections' asset events and lineage."""
+        if record is not None and record.completed and isinstance(summary, dict):
+            summary = {**summary, "child_refreshes": [*record.completed, *(summary.get("child_refreshes") or [])]}
+        runs = refresh_runs(summary)
+        self.record_wdata_lineage(summary)
+        record_asset_events(context, self.outlets, runs)
+        return summary
 
     # a later try -----------------------------------------------------------------------------------
 
@@ -174,7 +187,7 @@ class _StartsRefresh(BaseOperator):
             return self._follow(record, context, time.time())
         if decision.outcome is Outcome.SUCCESS:
             self.log.info("%s: %s has succeeded; returning its result without starting another.", attempt, what)
-            return self._result(refresh.to_dict(), record)
+            return self._succeeded(context, refresh.to_dict(), record)
         rerun, completed = self.plan_rerun(record, refresh, decision)
         names = ", ".join(str(c["connection_id"]) for c in rerun)
         which = "all" if len(rerun) == len(record.connections) else "only the failed"
@@ -209,6 +222,9 @@ class WdataRefreshBatchOperator(_StartsRefresh):
         it has succeeded, or reruns what failed, instead of starting every connection again.
     :param retry_failed_only: when a retry finds the batch failed, start a new batch of only the connections
         that failed or were cancelled (with the fields they were first asked with); False starts all again.
+    :param emit_assets: declare one :func:`~airflow_provider_wdata.assets.connection_asset` per connection as
+        the task's outlets (when the connections are not templated and the task waits); outlets you pass win.
+        On success each asset event's ``extra`` holds the batch id, job id, both statuses and ``updated``.
     :param wdata_conn_id: the Airflow connection of type ``wdata``.
     :param hook_params: keyword arguments for :class:`WdataHook` (``timeout``, ``max_attempts``, backoff...).
 
@@ -225,14 +241,17 @@ class WdataRefreshBatchOperator(_StartsRefresh):
         connections: Sequence[Any] | str,
         cancel_unwritables: bool = False,
         retry_failed_only: bool = True,
+        emit_assets: bool = True,
         **kwargs: Any,
     ) -> None:
+        if not is_templated(connections):
+            protocol.validate_batch_connections(connections)
+        _add_default_outlets(kwargs, connections, emit_assets)
         super().__init__(**kwargs)
         self.connections = connections
         self.cancel_unwritables = cancel_unwritables
         self.retry_failed_only = retry_failed_only
-        if not is_templated(connections):
-            protocol.validate_batch_connections(connections)
+        self.emit_assets = emit_assets
 
     def requested(self) -> list[dict[str, Any]]:
         items = protocol.validate_batch_connections(self.connections)
@@ -241,14 +260,12 @@ class WdataRefreshBatchOperator(_StartsRefresh):
             for item in items
         ]
 
-    def start(self, connections: list[dict[str, Any]], context: Context) -> StartedRefresh:
+    def start(self, connections: list[dict[str, Any]]) -> dict[str, str]:
         batch = self.hook.start_batch_refresh(connections, self.cancel_unwritables, self.workspace_id)
         if not batch.batch_refresh_id:
             raise WdataError(f"Wdata started a batch refresh but returned no batchRefreshId: {batch.to_dict()}")
         self.log.info("Started Wdata batch refresh %s of %d connections.", batch.batch_refresh_id, len(connections))
-        return StartedRefresh(
-            connections=connections, batch_id=batch.batch_refresh_id, cancel_unwritables=self.cancel_unwritables
-        )
+        return {"batch_id": batch.batch_refresh_id}
 
     def read(self, record: StartedRefresh) -> Any:
         return self.hook.get_batch_refresh(str(record.batch_id), workspace_id=self.workspace_id)
@@ -259,8 +276,8 @@ class WdataRefreshBatchOperator(_StartsRefresh):
     def make_trigger(self, record: StartedRefresh, last_read_at: float) -> BatchRefreshTrigger:
         return BatchRefreshTrigger(batch_id=str(record.batch_id), **_trigger_options(self, last_read_at))
 
-    def ids_of(self, record: StartedRefresh) -> Any:
-        return {"batch_refresh_id": record.batch_id}
+    def ids_of(self, record: StartedRefresh) -> dict[str, str]:
+        return {"batch_refresh_id": str(record.batch_id)}
 
     def plan_rerun(
         self, record: StartedRefresh, refresh: Any, decision: Decision
@@ -299,16 +316,25 @@ class WdataRefreshConnectionOperator(_StartsRefresh):
         destination_parameters: dict[str, Any] | None = None,
         use_previous_source_parameters: bool | None = None,
         use_previous_destination_parameters: bool | None = None,
+        emit_assets: bool = True,
         **kwargs: Any,
     ) -> None:
+        fields: dict[str, Any] = {
+            "source_parameters": source_parameters,
+            "destination_parameters": destination_parameters,
+            "use_previous_source_parameters": use_previous_source_parameters,
+            "use_previous_destination_parameters": use_previous_destination_parameters,
+        }
+        if not is_templated([connection_id, source_parameters, destination_parameters]):
+            protocol.validate_refresh_fields(connection_id, **fields)
+        _add_default_outlets(kwargs, [connection_id], emit_assets)
         super().__init__(**kwargs)
         self.connection_id = connection_id
         self.source_parameters = source_parameters
         self.destination_parameters = destination_parameters
         self.use_previous_source_parameters = use_previous_source_parameters
         self.use_previous_destination_parameters = use_previous_destination_parameters
-        if not is_templated([connection_id, source_parameters, destination_parameters]):
-            protocol.validate_refresh_fields(connection_id, **self._fields())
+        self.emit_assets = emit_assets
 
     def _fields(self) -> dict[str, Any]:
         return {
@@ -322,13 +348,13 @@ class WdataRefreshConnectionOperator(_StartsRefresh):
         fields = {k: v for k, v in self._fields().items() if v is not None}
         return [{"connection_id": self.connection_id, **fields}]
 
-    def start(self, connections: list[dict[str, Any]], context: Context) -> StartedRefresh:
+    def start(self, connections: list[dict[str, Any]]) -> dict[str, str]:
         fields = {k: v for k, v in connections[0].items() if k != "connection_id"}
         run = self.hook.refresh_connection(self.connection_id, workspace_id=self.workspace_id, **fields)
         if not run.job_id:
             raise WdataError(f"Wdata started a refresh of {self.connection_id} but returned no jobId: {run.to_dict()}")
         self.log.info("Started Wdata refresh of connection %s: job %s.", self.connection_id, run.job_id)
-        return StartedRefresh(connections=connections, job_id=run.job_id)
+        return {"job_id": run.job_id}
 
     def read(self, record: StartedRefresh) -> Any:
         return self.hook.get_connection_refresh(self.connection_id, str(record.job_id), workspace_id=self.workspace_id)
@@ -341,8 +367,21 @@ class WdataRefreshConnectionOperator(_StartsRefresh):
             connection_id=self.connection_id, job_id=str(record.job_id), **_trigger_options(self, last_read_at)
         )
 
-    def ids_of(self, record: StartedRefresh) -> Any:
-        return {"job_id": record.job_id}
+    def ids_of(self, record: StartedRefresh) -> dict[str, str]:
+        return {"job_id": str(record.job_id)}
+
+
+def _add_default_outlets(kwargs: dict[str, Any], connections: Any, emit_assets: bool) -> None:
+    """One asset per connection as the task's outlets, when the connections are known at parse time and the
+    task waits for the refresh to end (else downstream DAGs would start too early). Outlets passed win."""
+    workspace_id = kwargs.get("workspace_id")
+    if (
+        emit_assets
+        and "outlets" not in kwargs
+        and kwargs.get("wait_for_completion", True)
+        and not is_templated([connections, workspace_id])
+    ):
+        kwargs["outlets"] = default_outlets(list(connections), workspace_id)
 
 
 def _trigger_options(operator: _StartsRefresh, last_read_at: float) -> dict[str, Any]:

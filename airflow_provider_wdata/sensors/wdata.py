@@ -14,9 +14,18 @@ from functools import cached_property
 from typing import Any
 
 from airflow_provider_wdata import protocol
-from airflow_provider_wdata._compat import BaseSensorOperator, Context, PokeReturnValue, default_deferrable
+from airflow_provider_wdata._compat import (
+    AIRFLOW_V_3_3_PLUS,
+    BaseSensorOperator,
+    Context,
+    PokeReturnValue,
+    StartTriggerArgs,
+    default_deferrable,
+)
 from airflow_provider_wdata.arguments import is_templated, positive_seconds
+from airflow_provider_wdata.assets import record_asset_events, refresh_runs
 from airflow_provider_wdata.hooks.wdata import WdataHook
+from airflow_provider_wdata.openlineage import WdataLineageMixin
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
 from airflow_provider_wdata.wait import DEFAULT_POLL_INTERVAL, DEFERRAL_TIMEOUT_GRACE, RefreshWait, finish
 
@@ -24,7 +33,7 @@ from airflow_provider_wdata.wait import DEFAULT_POLL_INTERVAL, DEFERRAL_TIMEOUT_
 DEFAULT_SENSOR_TIMEOUT = 7 * 24 * 3600.0
 
 
-class _RefreshSensor(BaseSensorOperator):
+class _RefreshSensor(WdataLineageMixin, BaseSensorOperator):
     ui_color = "#c5e3f6"
 
     def __init__(
@@ -38,8 +47,14 @@ class _RefreshSensor(BaseSensorOperator):
         poke_interval: float,
         timeout: float | timedelta,
         hook_params: dict[str, Any] | None,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
+        if start_from_trigger and not AIRFLOW_V_3_3_PLUS:
+            raise ValueError(
+                "start_from_trigger=True needs Airflow 3.3 or later (earlier triggerers cannot render the "
+                "sensor's templated fields); use deferrable=True instead."
+            )
         super().__init__(
             poke_interval=positive_seconds(poke_interval, "poke_interval"),
             timeout=positive_seconds(timeout, "timeout"),
@@ -52,20 +67,37 @@ class _RefreshSensor(BaseSensorOperator):
         self.tolerate_cancelled = tolerate_cancelled
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self._poke_wait: RefreshWait | None = None
+        self._start_in_triggerer = start_from_trigger
         if workspace_id is not None and not is_templated(workspace_id):
             protocol.validate_workspace_id(workspace_id)
 
     def make_trigger(
-        self, *, deadline: float, last_read_at: float | None
+        self, *, deadline: float | None, last_read_at: float | None
     ) -> BatchRefreshTrigger | ConnectionRefreshTrigger:
         raise NotImplementedError
 
-    def _trigger_options(self, deadline: float, last_read_at: float | None) -> dict[str, Any]:
+    def _start_from_trigger_if_asked(self) -> None:
+        """With ``start_from_trigger``, the task starts in the triggerer: no worker slot, not even for a first
+        check. The trigger's arguments are fixed now, so its wait is the sensor's ``timeout`` from its start."""
+        if not self._start_in_triggerer:
+            return
+        trigger = self.make_trigger(deadline=None, last_read_at=None)
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=f"{type(trigger).__module__}.{type(trigger).__qualname__}",
+            trigger_kwargs=trigger.serialize()[1],
+            next_method="execute_complete",
+            next_kwargs=None,
+            timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_GRACE),
+        )
+
+    def _trigger_options(self, deadline: float | None, last_read_at: float | None) -> dict[str, Any]:
         return {
             "wdata_conn_id": self.wdata_conn_id,
             "workspace_id": self.workspace_id,
             "poll_interval": self.poke_interval,
             "deadline": deadline,
+            "timeout": self.timeout if deadline is None else None,
             "fail_fast": self.fail_fast,
             "tolerate_cancelled": self.tolerate_cancelled,
             "hook_params": self.hook_params,
@@ -103,7 +135,10 @@ class _RefreshSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Called with the trigger's event (or the same event built in poke mode)."""
-        return finish(event, log=self.log, soft_fail=self.soft_fail)
+        self.record_wdata_lineage(event)
+        summary = finish(event, log=self.log, soft_fail=self.soft_fail)
+        record_asset_events(context, self.outlets, refresh_runs(event))
+        return summary
 
 
 class BatchRefreshSensor(_RefreshSensor):
@@ -120,6 +155,13 @@ class BatchRefreshSensor(_RefreshSensor):
     :param timeout: seconds (or a timedelta) before the wait ends with a timeout (skipped instead with
         ``soft_fail``).
     :param hook_params: keyword arguments for :class:`WdataHook` (``timeout``, ``max_attempts``, backoff...).
+    :param start_from_trigger: Airflow 3.3+: start the task directly in the triggerer, with ``batch_id`` and
+        ``workspace_id`` rendered there; the wait holds no worker slot, not even for its first check. Its
+        ``timeout`` runs from the trigger's start (a triggerer restart starts it again; Airflow's own deferral
+        timeout, ``timeout`` plus 60 s from the task's start, still bounds the whole wait). On Airflow 3.3.2
+        pull XCom with ``map_indexes=-1`` in its templates: ``{{ ti.xcom_pull(task_ids='start',
+        key='batch_refresh_id', map_indexes=-1) }}`` (without it the triggerer cannot answer the pull and the
+        rendering hangs).
 
     Every other keyword argument is :class:`BaseSensorOperator`'s (``mode``, ``soft_fail``, ``outlets``...).
     Returns (XCom ``return_value``) the batch as a JSON-able dict with snake_case keys.
@@ -139,6 +181,7 @@ class BatchRefreshSensor(_RefreshSensor):
         poke_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float | timedelta = DEFAULT_SENSOR_TIMEOUT,
         hook_params: dict[str, Any] | None = None,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -150,13 +193,15 @@ class BatchRefreshSensor(_RefreshSensor):
             poke_interval=poke_interval,
             timeout=timeout,
             hook_params=hook_params,
+            start_from_trigger=start_from_trigger,
             **kwargs,
         )
         self.batch_id = batch_id
         if not is_templated(batch_id):
             protocol.path_param("batch_id", batch_id)
+        self._start_from_trigger_if_asked()
 
-    def make_trigger(self, *, deadline: float, last_read_at: float | None) -> BatchRefreshTrigger:
+    def make_trigger(self, *, deadline: float | None, last_read_at: float | None) -> BatchRefreshTrigger:
         return BatchRefreshTrigger(batch_id=self.batch_id, **self._trigger_options(deadline, last_read_at))
 
 
@@ -182,6 +227,7 @@ class ConnectionRefreshSensor(_RefreshSensor):
         poke_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float | timedelta = DEFAULT_SENSOR_TIMEOUT,
         hook_params: dict[str, Any] | None = None,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -193,6 +239,7 @@ class ConnectionRefreshSensor(_RefreshSensor):
             poke_interval=poke_interval,
             timeout=timeout,
             hook_params=hook_params,
+            start_from_trigger=start_from_trigger,
             **kwargs,
         )
         self.connection_id = connection_id
@@ -200,8 +247,9 @@ class ConnectionRefreshSensor(_RefreshSensor):
         for name, value in (("connection_id", connection_id), ("job_id", job_id)):
             if not is_templated(value):
                 protocol.path_param(name, value)
+        self._start_from_trigger_if_asked()
 
-    def make_trigger(self, *, deadline: float, last_read_at: float | None) -> ConnectionRefreshTrigger:
+    def make_trigger(self, *, deadline: float | None, last_read_at: float | None) -> ConnectionRefreshTrigger:
         return ConnectionRefreshTrigger(
             connection_id=self.connection_id, job_id=self.job_id, **self._trigger_options(deadline, last_read_at)
         )

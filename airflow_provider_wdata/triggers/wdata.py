@@ -6,12 +6,14 @@ wait's arguments through serialization and runs the wait in the triggerer's even
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow_provider_wdata._compat import BaseTrigger, TriggerEvent
 from airflow_provider_wdata.arguments import positive_seconds
-from airflow_provider_wdata.hooks.wdata import DEFAULT_RETRY_AFTER_MAX, WdataHook
+from airflow_provider_wdata.hooks.wdata import WdataHook
+from airflow_provider_wdata.retries import DEFAULT_RETRY_AFTER_MAX
 from airflow_provider_wdata.wait import (
     DEFAULT_POLL_INTERVAL,
     BatchWait,
@@ -33,7 +35,8 @@ class _RefreshTrigger(BaseTrigger):
         wdata_conn_id: str = WdataHook.default_conn_name,
         workspace_id: str | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
-        deadline: float,
+        deadline: float | None = None,
+        timeout: float | None = None,
         fail_fast: bool = False,
         tolerate_cancelled: bool = False,
         hook_params: dict[str, Any] | None = None,
@@ -46,7 +49,10 @@ class _RefreshTrigger(BaseTrigger):
         self.wdata_conn_id = wdata_conn_id
         self.workspace_id = workspace_id
         self.poll_interval = float(poll_interval)
-        self.deadline = float(deadline)
+        if deadline is None and timeout is None:
+            raise ValueError("A Wdata trigger needs a deadline (epoch seconds) or a timeout (seconds).")
+        self.deadline = float(deadline) if deadline is not None else None
+        self.timeout = positive_seconds(timeout, "timeout") if timeout is not None else None
         self.fail_fast = fail_fast
         self.tolerate_cancelled = tolerate_cancelled
         self.hook_params = dict(hook_params or {})
@@ -63,7 +69,7 @@ class _RefreshTrigger(BaseTrigger):
         return {
             "workspace_id": self.workspace_id,
             "poll_interval": self.poll_interval,
-            "deadline": self.deadline,
+            "deadline": self.deadline if self.deadline is not None else time.time() + float(self.timeout or 0),
             "fail_fast": self.fail_fast,
             "tolerate_cancelled": self.tolerate_cancelled,
             "retry_after_max": float(self.hook_params.get("retry_after_max", DEFAULT_RETRY_AFTER_MAX)),
@@ -77,6 +83,7 @@ class _RefreshTrigger(BaseTrigger):
             "workspace_id": self.workspace_id,
             "poll_interval": self.poll_interval,
             "deadline": self.deadline,
+            **({"timeout": self.timeout} if self.timeout is not None else {}),
             "fail_fast": self.fail_fast,
             "tolerate_cancelled": self.tolerate_cancelled,
             "hook_params": self.hook_params,
@@ -84,6 +91,8 @@ class _RefreshTrigger(BaseTrigger):
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        if self.deadline is None:  # started from the triggerer (start_from_trigger): the wait starts now
+            self.deadline = time.time() + float(self.timeout or 0)
         hook = WdataHook(self.wdata_conn_id, **self.hook_params)
         yield TriggerEvent(await self.make_wait().arun(hook, self.log))
 
@@ -100,6 +109,8 @@ class BatchRefreshTrigger(_RefreshTrigger):
 
     :param batch_id: the ``batchRefreshId`` to wait on.
     :param deadline: absolute end of the wait, in seconds since the epoch (kept across triggerer restarts).
+    :param timeout: instead of ``deadline``, seconds from when the trigger first runs (for a sensor started from
+        the triggerer, whose trigger arguments are fixed when the DAG is parsed).
     :param poll_interval: seconds between two status reads.
     :param fail_fast: fail as soon as one connection refresh failed, without waiting for the others.
     :param tolerate_cancelled: count cancelled connection refreshes as fine rather than failed.

@@ -154,12 +154,15 @@ class AirflowCluster:
         self.started: list[Component] = []  # every process ever started, restarted ones included
         self.runs: list[tuple[str, str]] = []  # (dag_id, run_id) triggered, oldest first
         self.session = requests.Session()
+        #: The decrypted kwargs of every trigger row seen while polling task instances, by trigger id: the rows
+        #: are deleted once their task resumes, so the leak scan reads them here.
+        self.seen_trigger_kwargs: dict[int, str] = {}
         self._env = self._make_env()
 
     # ------------------------------------------------------------------------------------------ setup
 
     def _make_env(self) -> dict[str, str]:
-        conn_name, conn_value = self.simulator.airflow_conn_uri_env("wdata_default")
+        conn_name, conn_value = self.simulator.airflow_conn_env("wdata_default")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         env.update(
             {
@@ -337,7 +340,10 @@ class AirflowCluster:
 
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
         data = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances")
-        return {ti["task_id"]: ti for ti in data["task_instances"]}
+        tis = {ti["task_id"]: ti for ti in data["task_instances"]}
+        if any(ti.get("trigger") for ti in tis.values()):
+            self.snapshot_trigger_kwargs()
+        return tis
 
     def wait_for_run(
         self,
@@ -390,16 +396,25 @@ class AirflowCluster:
         finally:
             connection.close()
 
+    def _decrypted(self, stored: str) -> str:
+        return stored if stored.startswith("{") else Fernet(self.fernet_key.encode()).decrypt(stored.encode()).decode()
+
     def trigger_kwargs(self, trigger_id: int) -> dict[str, Any] | None:
         """The decrypted kwargs of a trigger row, or None once the row is gone."""
         rows = self.query("SELECT kwargs FROM trigger WHERE id = ?", (trigger_id,))
         if not rows:
             return None
-        stored: str = rows[0][0]
-        raw = stored if stored.startswith("{") else Fernet(self.fernet_key.encode()).decrypt(stored.encode()).decode()
+        raw = self._decrypted(rows[0][0])
+        self.seen_trigger_kwargs[trigger_id] = raw
         from airflow.sdk.serde import deserialize
 
         return deserialize(json.loads(raw))
+
+    def snapshot_trigger_kwargs(self) -> None:
+        """Keep the decrypted kwargs of every trigger row there is now (see seen_trigger_kwargs)."""
+        for trigger_id, stored in self.query("SELECT id, kwargs FROM trigger"):
+            if trigger_id not in self.seen_trigger_kwargs:
+                self.seen_trigger_kwargs[trigger_id] = self._decrypted(stored)
 
     def run_log_files(self, dag_id: str, run_id: str) -> list[Path]:
         """Every task and trigger log file of one run."""
