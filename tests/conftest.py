@@ -283,6 +283,12 @@ class Output:
         self._seen += captured.out + captured.err
         return self._caplog.text + self._seen
 
+    def count(self, fragment: str) -> int:
+        """How many lines hold ``fragment``: each channel (stdlib logging, stdout) holds every line at most once,
+        and Airflow 2 writes a line to both."""
+        self.text  # noqa: B018 - reads what was printed so far
+        return max(self._caplog.text.count(fragment), self._seen.count(fragment))
+
 
 @pytest.fixture
 def all_logs(caplog, capsys) -> Output:

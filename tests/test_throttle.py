@@ -81,6 +81,25 @@ async def test_a_longer_pause_is_kept_and_the_spread_is_capped(fake_time):
     assert 100 <= sum(fake_time.sleeps) <= 100 + REOPEN_SPREAD_MAX
 
 
+async def test_a_429_while_held_calls_are_let_through_widens_the_next_window(fake_time):
+    widened, fresh = [], []
+    for _ in range(100):
+        gate = Gate()
+        gate.close("key", 1)
+        fake_time.now += 1.5  # reopened half a second ago: held calls are still trickling out
+        gate.close("key", 1)
+        fake_time.sleeps.clear()
+        await gate.wait_open("key")
+        widened.append(sum(fake_time.sleeps))
+        fake_time.now += 10  # long after: a new 429 starts from a one-pause window again
+        gate.close("key", 1)
+        fake_time.sleeps.clear()
+        await gate.wait_open("key")
+        fresh.append(sum(fake_time.sleeps))
+    assert all(1 <= held <= 3 for held in widened) and max(widened) > 2.5, "the second window is twice the first"
+    assert all(1 <= held <= 2 for held in fresh)
+
+
 async def test_a_429_pauses_every_wait_of_the_loop_for_that_credential(wdata_conn):
     """Against the simulator's rate limit: the gate keeps the 429s to about one per window."""
     batch_id = await asyncio.to_thread(lambda: WdataHook().start_batch_refresh(["conn-1"]).batch_refresh_id)

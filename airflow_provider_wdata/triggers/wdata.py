@@ -16,10 +16,15 @@ from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.retries import DEFAULT_RETRY_AFTER_MAX
 from airflow_provider_wdata.wait import (
     DEFAULT_POLL_INTERVAL,
+    EVENT_STATUSES,
     BatchWait,
     ConnectionRunWait,
     RefreshWait,
+    finish,
 )
+
+# finish, EVENT_STATUSES and DEFAULT_POLL_INTERVAL lived here before the wait had its own module.
+__all__ = ["DEFAULT_POLL_INTERVAL", "EVENT_STATUSES", "BatchRefreshTrigger", "ConnectionRefreshTrigger", "finish"]
 
 
 class _RefreshTrigger(BaseTrigger):
