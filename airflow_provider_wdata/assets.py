@@ -23,7 +23,6 @@ from typing import Any
 
 from airflow_provider_wdata import protocol
 from airflow_provider_wdata._compat import Asset, add_hook_output_asset
-from airflow_provider_wdata.exceptions import WdataConfigError
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +60,12 @@ __all__ = [
 
 
 def _encoded_id(name: str, value: Any) -> str:
-    try:
-        return protocol.path_param(name, value)
-    except WdataConfigError as error:
-        raise ValueError(str(error)) from None
+    """``value`` fit for a URI path, or WdataConfigError (a ValueError) naming what is wrong with it."""
+    return protocol.path_param(name, value)
 
 
 def _encoded_workspace(value: Any) -> str:
-    try:
-        protocol.validate_workspace_id(value)
-    except WdataConfigError as error:
-        raise ValueError(str(error)) from None
+    protocol.validate_workspace_id(value)
     return _encoded_id("workspace_id", value)
 
 
@@ -132,22 +126,25 @@ def normalize_uri(parts: urllib.parse.SplitResult) -> urllib.parse.SplitResult:
     if host not in ("connections", "workspaces"):
         raise _malformed(parts, f"{parts.netloc!r} is neither 'connections' nor 'workspaces'")
     segments = parts.path.rstrip("/").split("/")[1:] if parts.path.startswith("/") else []
+    if host == "connections" and len(segments) != 1:
+        raise _malformed(parts, "the path must be exactly '/<connection_id>'")
+    if host == "workspaces" and (len(segments) != 3 or segments[1].lower() != "connections"):
+        raise _malformed(parts, "the path must be exactly '/<workspace_id>/connections/<connection_id>'")
+    problem = None
     try:
         if host == "connections":
-            if len(segments) != 1:
-                raise _malformed(parts, "the path must be exactly '/<connection_id>'")
             uri = connection_uri(_decoded(parts, "connection id", segments[0]))
         else:
-            if len(segments) != 3 or segments[1].lower() != "connections":
-                raise _malformed(parts, "the path must be exactly '/<workspace_id>/connections/<connection_id>'")
             workspace_id = _decoded(parts, "workspace id", segments[0])
             uri = connection_uri(_decoded(parts, "connection id", segments[2]), workspace_id)
     except UnicodeDecodeError:
-        raise _malformed(parts, "an id is not valid percent-encoded UTF-8") from None
+        problem = "an id is not valid percent-encoded UTF-8"
     except MalformedWdataUriError:
         raise
     except ValueError as error:
-        raise _malformed(parts, str(error)) from None
+        problem = str(error)
+    if problem is not None:  # raised outside the except block: no exception chained to it
+        raise _malformed(parts, problem)
     return urllib.parse.urlsplit(uri)
 
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from airflow_provider_wdata.assets import connection_ids_of, parse_connection_uri, refresh_runs
-from airflow_provider_wdata.decision import RunState, run_state
+from airflow_provider_wdata.decision import FailedRun, RunState, run_state
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,15 @@ def _failures(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     for run in runs:
         state = run_state(run.get("source_status"), run.get("destination_status"), run.get("error"))
         if state in (RunState.FAILED, RunState.CANCELLED):
-            failures.append(
-                f"connection {run.get('connection_id') or '?'} (job {run.get('job_id') or '?'}) {state.value}: "
-                f"source={run.get('source_status')}, destination={run.get('destination_status')}: "
-                f"{run.get('error') or 'no error text'}"
+            failed = FailedRun(
+                connection_id=run.get("connection_id"),
+                job_id=run.get("job_id"),
+                source_status=run.get("source_status"),
+                destination_status=run.get("destination_status"),
+                error=run.get("error"),
+                state=state,
             )
+            failures.append(failed.describe())
     return failures
 
 
