@@ -30,6 +30,9 @@ AIRFLOW_V_3_1_PLUS = Version("3.1.0") <= _AIRFLOW
 AIRFLOW_V_3_2_PLUS = Version("3.2.0") <= _AIRFLOW
 #: start_from_trigger with templated fields rendered in the triggerer.
 AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= _AIRFLOW
+#: Airflow 3.0's ``dag.test()`` (and ``airflow dags test``) refuses a task whose outlets name assets no DAG
+#: processor has registered yet, so outlets the DAG author did not ask for would break it there.
+DEFAULT_OUTLETS = not (AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS)
 
 if AIRFLOW_V_3_0_PLUS:
     from airflow.sdk import Asset, BaseOperator, BaseSensorOperator, Connection, Context, PokeReturnValue
@@ -58,6 +61,7 @@ __all__ = [
     "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
+    "DEFAULT_OUTLETS",
     "AirflowException",
     "AirflowFailException",
     "AirflowSkipException",

@@ -373,3 +373,89 @@ def test_everything_but_openlineage_works_without_the_openlineage_provider(monke
     assert fresh_openlineage.dataset_namespace("https://h.app.wdesk.com/s/wdata/prep") == "wdata://h.app.wdesk.com"
     with pytest.raises(ImportError):
         fresh_openlineage.convert_asset_to_openlineage(outlets[0], None)
+
+
+# ------------------------------------------------------------------------------------------ operator outlets
+
+from airflow_provider_wdata._compat import DEFAULT_OUTLETS  # noqa: E402
+from airflow_provider_wdata.operators.wdata import (  # noqa: E402
+    WdataRefreshBatchOperator,
+    WdataRefreshConnectionOperator,
+)
+
+needs_default_outlets = pytest.mark.skipif(not DEFAULT_OUTLETS, reason="no default outlets on Airflow 3.0")
+FAST_HOOK = {"backoff_initial": 0.01, "backoff_max": 0.02, "max_attempts": 2}
+
+
+def uris(operator) -> list[str]:
+    return [outlet.uri for outlet in operator.outlets]
+
+
+@needs_default_outlets
+def test_the_start_operators_declare_one_asset_per_connection():
+    batch = WdataRefreshBatchOperator(
+        task_id="a", connections=["conn-1", {"connection_id": "conn-2", "workspace_id": "ws-b"}], workspace_id="ws-a"
+    )
+    assert uris(batch) == ["wdata://workspaces/ws-a/connections/conn-1", "wdata://workspaces/ws-b/connections/conn-2"]
+    one = WdataRefreshConnectionOperator(task_id="b", connection_id="conn-3")
+    assert uris(one) == ["wdata://connections/conn-3"]
+
+
+def test_outlets_the_author_passes_win_and_emit_assets_turns_the_default_off():
+    mine = Asset(uri="s3://bucket/report.csv")
+    assert uris(WdataRefreshBatchOperator(task_id="a", connections=["conn-1"], outlets=[mine])) == [mine.uri]
+    assert uris(WdataRefreshBatchOperator(task_id="b", connections=["conn-1"], emit_assets=False)) == []
+    assert uris(WdataRefreshConnectionOperator(task_id="c", connection_id="conn-1", emit_assets=False)) == []
+
+
+def test_no_default_outlets_for_templated_connections_or_a_task_that_does_not_wait():
+    templated = WdataRefreshBatchOperator(task_id="a", connections="{{ params.connections }}")
+    not_waiting = WdataRefreshBatchOperator(task_id="b", connections=["conn-1"], wait_for_completion=False)
+    assert uris(templated) == [] and uris(not_waiting) == []
+
+
+@pytest.mark.skipif(DEFAULT_OUTLETS, reason="Airflow 3.0 only")
+def test_airflow_3_0_gets_no_default_outlets():
+    assert uris(WdataRefreshBatchOperator(task_id="a", connections=["conn-1"])) == []
+
+
+class _TaskInstance:
+    def xcom_push(self, key, value) -> None:
+        pass
+
+
+@needs_default_outlets
+@pytest.mark.parametrize("kind", ["batch", "connection"])
+def test_a_successful_refresh_puts_its_ids_and_statuses_on_each_asset_event(wdata_conn, kind):
+    if kind == "batch":
+        operator = WdataRefreshBatchOperator(
+            task_id="a", connections=["conn-1", "conn-2"], poll_interval=0.05, deferrable=False, hook_params=FAST_HOOK
+        )
+    else:
+        operator = WdataRefreshConnectionOperator(
+            task_id="b", connection_id="conn-1", poll_interval=0.05, deferrable=False, hook_params=FAST_HOOK
+        )
+    outlet_events = _outlet_events()
+    result = operator.execute({"ti": _TaskInstance(), "outlet_events": outlet_events})
+    extra = outlet_events[connection_asset("conn-1")].extra
+    assert (extra["source_status"], extra["destination_status"]) == ("complete", "complete")
+    assert extra["updated"] and extra["connection_id"] == "conn-1"
+    if kind == "batch":
+        assert extra["batch_id"] == result["batch_refresh_id"]
+        assert outlet_events[connection_asset("conn-2")].extra["batch_id"] == result["batch_refresh_id"]
+    else:
+        assert extra["job_id"] == result["job_id"]
+
+
+@needs_default_outlets
+def test_a_failed_refresh_records_no_asset_event_extra(wdata_conn):
+    from airflow_provider_wdata.exceptions import WdataRefreshFailedError
+
+    wdata_conn.script_connection("conn-2", outcome="error", error="Sheet locked")
+    operator = WdataRefreshBatchOperator(
+        task_id="a", connections=["conn-1", "conn-2"], poll_interval=0.05, deferrable=False, hook_params=FAST_HOOK
+    )
+    outlet_events = _outlet_events()
+    with pytest.raises(WdataRefreshFailedError):
+        operator.execute({"ti": _TaskInstance(), "outlet_events": outlet_events})
+    assert outlet_events[connection_asset("conn-1")].extra == {}

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow_provider_wdata import durable, protocol
-from airflow_provider_wdata._compat import BaseOperator, Context, default_deferrable
+from airflow_provider_wdata._compat import DEFAULT_OUTLETS, BaseOperator, Context, default_deferrable
 from airflow_provider_wdata.arguments import is_templated, positive_seconds
 from airflow_provider_wdata.assets import default_outlets, record_asset_events, refresh_runs
 from airflow_provider_wdata.decision import Decision, Outcome, decide_batch, decide_connection_run
@@ -373,10 +373,12 @@ class WdataRefreshConnectionOperator(_StartsRefresh):
 
 def _add_default_outlets(kwargs: dict[str, Any], connections: Any, emit_assets: bool) -> None:
     """One asset per connection as the task's outlets, when the connections are known at parse time and the
-    task waits for the refresh to end (else downstream DAGs would start too early). Outlets passed win."""
+    task waits for the refresh to end (else downstream DAGs would start too early). Outlets passed win. Not on
+    Airflow 3.0 (see ``_compat.DEFAULT_OUTLETS``)."""
     workspace_id = kwargs.get("workspace_id")
     if (
         emit_assets
+        and DEFAULT_OUTLETS
         and "outlets" not in kwargs
         and kwargs.get("wait_for_completion", True)
         and not is_templated([connections, workspace_id])
