@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +19,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 import pytest
 
+from airflow_provider_wdata._compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.testing import WdataSimulator
 from airflow_provider_wdata.tokens import TOKENS
@@ -71,12 +73,23 @@ _CONTROLS: dict[str, str] = _STATE.controls
 SCAN_CONTROL = "canary-scan-control-line"
 
 
+# Airflow 3.0's task supervisor logs every secret it is asked to mask, at debug level, in the output of `airflow
+# dags test` ("Sending request msg=MaskSecret(value='...')"); Airflow 3.1 no longer does. It is Airflow's line,
+# not the provider's: on 3.0 alone the scan leaves those lines out (README "Known Airflow issues").
+_AIRFLOW_3_0_MASK_SECRET_LINE = re.compile(r"^.*\bmsg=MaskSecret\(value=.*$", re.MULTILINE)
+_SKIP_AIRFLOW_3_0_LINES = AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS
+
+
+def _without_airflow_leaks(text: str) -> str:
+    return _AIRFLOW_3_0_MASK_SECRET_LINE.sub("", text) if _SKIP_AIRFLOW_3_0_LINES else text
+
+
 def scan_text(source: str, text: str | bytes) -> None:
     """Add ``text`` (from ``source``, named in a failure) to what the session-end scan searches."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     if text:
-        _SCANNED.append((source, text))
+        _SCANNED.append((source, _without_airflow_leaks(text)))
 
 
 def register_secret(secret: str) -> None:
@@ -140,6 +153,7 @@ def leaks_in(text: str, secrets: Iterable[str] = (), tokens: Iterable[str] = ())
     """What of ``secrets`` (the registered ones too), the token prefix and ``tokens`` (the issued ones too)
     ``text`` holds, described without showing any of it."""
     found = []
+    text = _without_airflow_leaks(text)
     secret_hits = sum(1 for secret in {*_SECRETS, *secrets} if secret in text)
     if secret_hits:
         found.append(f"{secret_hits} client secret(s)")
