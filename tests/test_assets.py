@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_wdata import assets, get_provider_info
-from airflow_provider_wdata._compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS, Asset
+from airflow_provider_wdata._compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS, DEFAULT_OUTLETS, Asset
 from airflow_provider_wdata.assets import (
     MalformedWdataUriError,
     connection_asset,
@@ -23,6 +23,7 @@ from airflow_provider_wdata.assets import (
     refresh_runs,
     report_hook_lineage,
 )
+from airflow_provider_wdata.operators.wdata import WdataRefreshBatchOperator, WdataRefreshConnectionOperator
 
 
 def normalized(uri: str) -> str:
@@ -377,11 +378,6 @@ def test_everything_but_openlineage_works_without_the_openlineage_provider(monke
 
 # ------------------------------------------------------------------------------------------ operator outlets
 
-from airflow_provider_wdata._compat import DEFAULT_OUTLETS  # noqa: E402
-from airflow_provider_wdata.operators.wdata import (  # noqa: E402
-    WdataRefreshBatchOperator,
-    WdataRefreshConnectionOperator,
-)
 
 needs_default_outlets = pytest.mark.skipif(not DEFAULT_OUTLETS, reason="no default outlets on Airflow 3.0")
 FAST_HOOK = {"backoff_initial": 0.01, "backoff_max": 0.02, "max_attempts": 2}
