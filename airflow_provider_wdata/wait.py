@@ -42,6 +42,10 @@ DEFAULT_POLL_INTERVAL = 30.0
 #: after a random delay of up to one poll interval, and at most this many seconds, so that a triggerer that
 #: finds thousands of waits due spreads their reads instead of sending them in one loop turn.
 FIRST_READ_SPREAD_MAX = 30.0
+#: Async reads due within the same tick of this many seconds go out together, in one event-loop turn, so that a
+#: triggerer with thousands of waits wakes a few times a second rather than once per read (at most a tenth of
+#: the poll interval; a read moves by at most half a tick).
+READ_TICK = 0.25
 #: Airflow's own deferral timeout is set this much later than the wait's deadline, as a backstop, so that the
 #: wait's ``timeout`` event (which carries the last statuses) normally ends it.
 DEFERRAL_TIMEOUT_GRACE = 60.0
@@ -222,9 +226,10 @@ class RefreshWait:
             return self.timeout_event()
 
     async def _apoll(self, hook: WdataHook, log: Any) -> dict[str, Any]:
+        tick = min(READ_TICK, self.poll_interval / 10)
         delay = self.first_delay()
         while delay is not None:
-            await asyncio.sleep(delay)
+            await _sleep_to_tick(delay, tick)
             event = await self.aread(hook, log)
             if event is not None:
                 return event
@@ -321,6 +326,23 @@ def _unfinished(refresh: Refresh) -> list[str]:
         if isinstance(run, ConnectionRun)
         and run_state(run.source_status, run.destination_status, run.error) is RunState.IN_PROGRESS
     ]
+
+
+async def _sleep_to_tick(delay: float, tick: float) -> None:
+    """Sleep about ``delay`` seconds, waking on the event loop's nearest multiple of ``tick``."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    woken = loop.create_future()
+    timer = loop.call_at(max(round((now + delay) / tick) * tick, now), _wake, woken)
+    try:
+        await woken
+    finally:
+        timer.cancel()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _until(awaitable: Awaitable[Any], deadline: float) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -10,7 +11,7 @@ from airflow_provider_wdata import throttle
 from airflow_provider_wdata.exceptions import WdataAuthError
 from airflow_provider_wdata.hooks import wdata as hook_module
 from airflow_provider_wdata.hooks.wdata import WdataHook
-from airflow_provider_wdata.throttle import REOPEN_SPREAD_MAX, Gate
+from airflow_provider_wdata.throttle import Gate
 from tests.conftest import CANARY_SECRET
 
 FAST_HOOK = {"backoff_initial": 0.01, "backoff_max": 0.02, "max_attempts": 8, "timeout": 5}
@@ -53,51 +54,91 @@ def lookups(monkeypatch) -> list[str]:
     return seen
 
 
+def paced_gate(clock: FakeTime, sends: int, retry_after: float | None = None) -> Gate:
+    """A gate whose credential "key" sent ``sends`` requests over the last second, the last one refused."""
+    gate = Gate()
+    for _ in range(sends):
+        sent_at = gate.sent("key")
+        clock.now += 1 / sends
+    gate.throttled("key", retry_after, sent_at)
+    return gate
+
+
+async def turns(gate: Gate, clock: FakeTime, calls: int) -> list[float]:
+    """When each of ``calls`` calls, asking one after another, gets its turn."""
+    out = []
+    for _ in range(calls):
+        await gate.wait_turn("key")
+        out.append(clock.now)
+    return out
+
+
 async def test_an_open_gate_holds_nothing(fake_time):
     gate = Gate()
-    await gate.wait_open("key")
+    for _ in range(500):
+        gate.sent("key")
+    assert not gate.holds("key") and gate.pace("key") is None
+    await gate.wait_turn("key")
     assert gate.closed_for("key") == 0 and fake_time.sleeps == []
 
 
-async def test_a_closed_gate_holds_every_call_until_it_opens_then_spreads_them(fake_time):
-    released = []
-    for _ in range(200):  # one waiter at a time, each finding the gate just closed for 4 s
-        gate = Gate()
-        gate.close("key", 4)
-        start = fake_time.now
-        await gate.wait_open("key")
-        released.append(fake_time.now - start)
-    assert all(4 <= held <= 8 for held in released), "held until it opens, then within one window as long"
-    assert max(released) - min(released) > 2, "spread, not all in one instant"
-    assert gate.closed_for("other") == 0, "another credential is not held"
+async def test_a_429_with_retry_after_holds_the_credential_then_paces_it_under_the_rate_it_met(fake_time):
+    gate = paced_gate(fake_time, 100, retry_after=4)
+    start = fake_time.now
+    assert gate.holds("key") and gate.closed_for("key") == 4
+    assert gate.pace("key") == pytest.approx(100 * throttle.PACE_BACKOFF)
+    released = await turns(gate, fake_time, 10)
+    assert released[0] == pytest.approx(start + 4), "held until the pause ends"
+    gaps = [b - a for a, b in itertools.pairwise(released)]
+    # one at a time at 75 per second (rising by 5 per second as time passes), never all at once
+    assert all(1 / 76 <= gap <= 1 / 75 for gap in gaps), gaps
+    assert not Gate().holds("other") and gate.closed_for("other") == 0, "another credential is not held"
 
 
-async def test_a_longer_pause_is_kept_and_the_spread_is_capped(fake_time):
+async def test_a_429_without_retry_after_paces_without_a_pause(fake_time):
+    gate = paced_gate(fake_time, 40)
+    assert gate.closed_for("key") == 0 and gate.pace("key") == pytest.approx(30)
+    released = await turns(gate, fake_time, 3)
+    assert released[1] - released[0] == pytest.approx(1 / 30, rel=0.01)
+
+
+async def test_429s_for_requests_sent_before_the_slowdown_slow_nothing_more(fake_time):
     gate = Gate()
-    gate.close("key", 100)
-    gate.close("key", 1)
-    assert gate.closed_for("key") == 100
-    await gate.wait_open("key")
-    assert 100 <= sum(fake_time.sleeps) <= 100 + REOPEN_SPREAD_MAX
+    in_flight = [gate.sent("key") for _ in range(20)]  # all sent before the first 429 came back
+    fake_time.now += 0.5
+    for sent_at in in_flight:
+        gate.throttled("key", 1, sent_at)
+    assert gate.pace("key") == pytest.approx(20 * throttle.PACE_BACKOFF), "one slowdown, not twenty"
+    fake_time.now += 1.5  # half a second after the pause ended, the pace has risen a little
+    risen = 20 * throttle.PACE_BACKOFF + 0.5 * throttle.PACE_GROWTH * 20
+    gate.throttled("key", 1, gate.sent("key"))  # sent after the slowdown: the pace is still too fast
+    assert gate.pace("key") == pytest.approx(risen * throttle.PACE_BACKOFF)
 
 
-async def test_a_429_while_held_calls_are_let_through_widens_the_next_window(fake_time):
-    widened, fresh = [], []
-    for _ in range(100):
-        gate = Gate()
-        gate.close("key", 1)
-        fake_time.now += 1.5  # reopened half a second ago: held calls are still trickling out
-        gate.close("key", 1)
-        fake_time.sleeps.clear()
-        await gate.wait_open("key")
-        widened.append(sum(fake_time.sleeps))
-        fake_time.now += 10  # long after: a new 429 starts from a one-pause window again
-        gate.close("key", 1)
-        fake_time.sleeps.clear()
-        await gate.wait_open("key")
-        fresh.append(sum(fake_time.sleeps))
-    assert all(1 <= held <= 3 for held in widened) and max(widened) > 2.5, "the second window is twice the first"
-    assert all(1 <= held <= 2 for held in fresh)
+async def test_the_pace_rises_while_no_429_comes_then_pacing_ends(fake_time):
+    gate = paced_gate(fake_time, 100)
+    fake_time.now += 4
+    assert gate.pace("key") == pytest.approx(75 + 4 * throttle.PACE_GROWTH * 100)
+    fake_time.now += (throttle.PACE_END * 100 - 95) / (throttle.PACE_GROWTH * 100)
+    assert gate.pace("key") is None and not gate.holds("key"), "the limit is gone: calls go out unpaced"
+    gate.throttled("key", None, gate.sent("key"))
+    assert gate.pace("key") == pytest.approx(throttle.PACE_MIN_RATE), "a new 429 measures the rate afresh"
+
+
+async def test_turns_given_at_an_old_pace_are_taken_again_after_a_slowdown(fake_time, monkeypatch):
+    gate = paced_gate(fake_time, 100)
+    await turns(gate, fake_time, 2)
+    slept = fake_time.sleep
+
+    async def sleep_through_a_429(seconds: float) -> None:
+        monkeypatch.setattr(throttle.asyncio, "sleep", slept)
+        gate.throttled("key", 2, gate.sent("key"))  # a 429 with Retry-After comes while this call waits
+        await slept(seconds)
+
+    monkeypatch.setattr(throttle.asyncio, "sleep", sleep_through_a_429)
+    slowed = fake_time.now
+    await gate.wait_turn("key")
+    assert fake_time.now == pytest.approx(slowed + 2), "its turn came after the new pause, not at the old pace"
 
 
 async def test_a_429_pauses_every_wait_of_the_loop_for_that_credential(wdata_conn):
@@ -113,7 +154,7 @@ async def test_a_429_pauses_every_wait_of_the_loop_for_that_credential(wdata_con
     reads = [r for r in wdata_conn.requests if r.method == "GET" and batch_id in r.path]
     assert len(reads) - wdata_conn.rate_limited == 30, "every wait read its batch in the end"
     # Without the gate each of the 20 over the limit finds its own 429 (and again when they retry together).
-    assert wdata_conn.rate_limited <= 6, f"{wdata_conn.rate_limited} 429s for 30 reads"
+    assert wdata_conn.rate_limited <= 3, f"{wdata_conn.rate_limited} 429s for 30 reads"
 
 
 async def test_hooks_in_one_loop_read_the_airflow_connection_once(wdata_conn, lookups):

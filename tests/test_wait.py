@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 
 import pytest
 
@@ -17,7 +19,7 @@ from airflow_provider_wdata.exceptions import (
     WdataTransportError,
 )
 from airflow_provider_wdata.models import RefreshBatch
-from airflow_provider_wdata.wait import FIRST_READ_SPREAD_MAX, MAX_LISTED_UNFINISHED, BatchWait, finish
+from airflow_provider_wdata.wait import FIRST_READ_SPREAD_MAX, MAX_LISTED_UNFINISHED, READ_TICK, BatchWait, finish
 
 NOW = 1_900_000_000.0
 
@@ -183,3 +185,54 @@ def test_finish_outcomes():
 def test_a_wait_refuses_a_poll_interval_that_is_not_a_positive_number(value):
     with pytest.raises(ValueError, match="poll_interval must be a positive number"):
         BatchWait(batch_id="b", poll_interval=value)
+
+
+class TurnCounter:
+    """A fake hook that counts the event-loop turns its reads happen in, and when each read came."""
+
+    def __init__(self, finished: RefreshBatch) -> None:
+        self.finished = finished
+        self.turns = 0
+        self.read_at: list[float] = []
+        self._in_turn = False
+
+    def _end_turn(self) -> None:
+        self._in_turn = False
+
+    async def aget_batch_refresh(self, batch_id, workspace_id=None) -> RefreshBatch:
+        loop = asyncio.get_running_loop()
+        self.read_at.append(loop.time())
+        if not self._in_turn:  # a callback scheduled now runs once every read of this turn has been made
+            self.turns, self._in_turn = self.turns + 1, True
+            loop.call_soon(self._end_turn)
+        return self.finished
+
+
+async def test_async_reads_due_within_one_tick_go_out_in_one_loop_turn():
+    hook = TurnCounter(batch("complete", "complete"))
+    # 100 waits (interval 10 s: a tick of READ_TICK) whose first reads come due over 0.1 s, 1 s from now.
+    start, loop = time.time(), asyncio.get_running_loop()
+    due_at = [loop.time() + 1 + i * 0.001 for i in range(100)]
+    waits = [
+        BatchWait(batch_id=f"b-{i}", poll_interval=10, deadline=start + 60, last_read_at=start - 9 + i * 0.001)
+        for i in range(100)
+    ]
+    events = await asyncio.gather(*(wait.arun(hook, RecordingLog()) for wait in waits))
+    assert all(event["status"] == "success" for event in events)
+    assert hook.turns <= 2, f"{hook.turns} loop turns for 100 reads due within 0.1 s (at most 2 ticks)"
+    late = [read - due for read, due in zip(sorted(hook.read_at), due_at, strict=True)]
+    assert all(-READ_TICK / 2 - 0.01 <= moved <= READ_TICK / 2 + 0.05 for moved in late), "moved by <= half a tick"
+
+
+async def test_the_tick_is_at_most_a_tenth_of_the_poll_interval():
+    hook = TurnCounter(batch("complete", "complete"))
+    start, loop = time.time(), asyncio.get_running_loop()
+    # interval 0.2 s: a tick of 0.02 s, so reads due 0.05 s apart are not brought together
+    waits = [
+        BatchWait(batch_id=f"b-{i}", poll_interval=0.2, deadline=start + 60, last_read_at=start - 0.1 + i * 0.05)
+        for i in range(4)
+    ]
+    begun = loop.time()
+    await asyncio.gather(*(wait.arun(hook, RecordingLog()) for wait in waits))
+    assert hook.turns == 4
+    assert max(hook.read_at) - begun < 0.3, "no read waited for a tick of READ_TICK"

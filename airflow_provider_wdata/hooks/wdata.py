@@ -237,18 +237,18 @@ class WdataHook(BaseHook):
 
     async def _atry_once(self, request: ApiRequest, config: WdataConfig) -> Envelope:
         """Async :meth:`_try_once`, held while the service has paused this credential (see :mod:`.throttle`)."""
-        gate = loop_gate()
-        if gate.closed_for(config.throttle_key):
-            await gate.wait_open(config.throttle_key)
+        gate, key = loop_gate(), config.throttle_key
+        if gate.holds(key):
+            await gate.wait_turn(key)
         token = await self._atoken(config)
+        sent_at = gate.sent(key)
         raw = await self._asend_once(request, config, token)
         if raw.status == 401:
             TOKENS.invalidate(config.token_key, token)
             raw = await self._asend_once(request, config, await self._atoken(config))
         if raw.status == 429:
             pause = protocol.retry_after_seconds(raw.headers.get("Retry-After"))
-            if pause:
-                gate.close(config.throttle_key, min(pause, self.retry_after_max))
+            gate.throttled(key, min(pause, self.retry_after_max) if pause else None, sent_at)
         return protocol.read_response(request, raw, config, self.max_response_bytes)
 
     async def _arequest(self, request: ApiRequest, config: WdataConfig) -> Envelope:
