@@ -32,6 +32,12 @@ from airflow_provider_wdata.transport import DEFAULT_MAX_RESPONSE_BYTES, AsyncTr
 T = TypeVar("T")
 
 
+@functools.lru_cache(maxsize=8)
+def _async_transport(max_bytes: int) -> AsyncTransport:
+    """Async transports are stateless: every hook with the same limit shares one."""
+    return AsyncTransport(max_bytes)
+
+
 def _build(config: WdataConfig, build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> ApiRequest:
     """Build a request, with the connection's workspace where the caller gave none."""
     if "workspace_id" in kw and kw["workspace_id"] is None:
@@ -95,8 +101,15 @@ class WdataHook(BaseHook):
         self.token_renew_margin = token_renew_margin
         self.max_response_bytes = max_response_bytes
         self._config: WdataConfig | None = None
-        self._transport = SyncTransport(max_response_bytes)
-        self._atransport = AsyncTransport(max_response_bytes)
+
+    @functools.cached_property
+    def _transport(self) -> SyncTransport:
+        # Made on first sync call: a trigger's hook never needs one.
+        return SyncTransport(self.max_response_bytes)
+
+    @property
+    def _atransport(self) -> AsyncTransport:
+        return _async_transport(self.max_response_bytes)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(wdata_conn_id={self.wdata_conn_id!r})"
@@ -201,11 +214,16 @@ class WdataHook(BaseHook):
         except WdataError as error:
             if not error.retryable:
                 raise
-            first_failure = [error]
+            first_failure = error
+        return self._retry(request, config, first_failure)
+
+    def _retry(self, request: ApiRequest, config: WdataConfig, first_failure: WdataError) -> Envelope:
+        # Apart from _request, whose every call would otherwise pay for the closure's cells.
+        failures = [first_failure]
 
         def again() -> Envelope:
-            if first_failure:
-                raise first_failure.pop()
+            if failures:
+                raise failures.pop()
             return self._try_once(request, config)
 
         return tenacity.Retrying(**self._retry_policy(request))(again)
@@ -217,7 +235,7 @@ class WdataHook(BaseHook):
     # ----------------------------------------------------------------------------------- async calls
 
     async def _atoken(self, config: WdataConfig) -> AccessToken:
-        # Every read of every trigger asks: a cached token costs no callback and no coroutine.
+        # Callers look in TOKENS first (a cached token then costs no coroutine); this covers a fresh fetch.
         token = TOKENS.fresh(config.token_key)
         if token is not None:
             return token
@@ -240,7 +258,7 @@ class WdataHook(BaseHook):
         gate, key = loop_gate(), config.throttle_key
         if gate.holds(key):
             await gate.wait_turn(key)
-        token = await self._atoken(config)
+        token = TOKENS.fresh(config.token_key) or await self._atoken(config)
         sent_at = gate.sent(key)
         raw = await self._asend_once(request, config, token)
         if raw.status == 401:
@@ -258,11 +276,16 @@ class WdataHook(BaseHook):
         except WdataError as error:
             if not error.retryable:
                 raise
-            first_failure = [error]
+            first_failure = error
+        return await self._aretry(request, config, first_failure)
+
+    async def _aretry(self, request: ApiRequest, config: WdataConfig, first_failure: WdataError) -> Envelope:
+        """Async :meth:`_retry`."""
+        failures = [first_failure]
 
         async def again() -> Envelope:
-            if first_failure:
-                raise first_failure.pop()
+            if failures:
+                raise failures.pop()
             return await self._atry_once(request, config)
 
         return await tenacity.AsyncRetrying(**self._retry_policy(request))(again)
