@@ -166,6 +166,22 @@ async def test_hooks_in_one_loop_read_the_airflow_connection_once(wdata_conn, lo
     assert len(lookups) == 2, "a hook with other arguments checks its own"
 
 
+async def test_hooks_that_ask_at_the_same_moment_share_one_lookup(wdata_conn, lookups):
+    batch_id = await asyncio.to_thread(lambda: WdataHook().start_batch_refresh(["conn-1"]).batch_refresh_id)
+    reads = await asyncio.gather(*(WdataHook().aget_batch_refresh(batch_id) for _ in range(50)))
+    assert {read.batch_refresh_id for read in reads} == {batch_id}
+    assert lookups == ["wdata_default"], "50 triggers starting together looked the connection up once"
+
+
+async def test_a_failed_lookup_is_not_shared(wdata_conn, lookups):
+    errors = await asyncio.gather(
+        *(WdataHook("wdata_missing").aget_batch_refresh("b-1") for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(error, Exception) and "wdata_missing" in str(error) for error in errors), errors
+    assert len({id(error) for error in errors}) == 3, "each hook raises its own error"
+    assert lookups == ["wdata_missing"] * 3, "a failed lookup is made again by each hook that waited for it"
+
+
 async def test_refused_credentials_drop_the_reused_connection(wdata_conn, lookups, monkeypatch):
     from airflow_provider_wdata.tokens import TOKENS
 

@@ -149,14 +149,30 @@ class WdataHook(BaseHook):
         or a configuration error drop it at once, so a fixed connection is read again.
         """
         if self._config is None:
-            key = (self.wdata_conn_id, self.timeout)
-            reused = _loop_configs().get(key)
-            if reused is not None and reused[1] > time.monotonic():
-                self._config = reused[0]
-            else:
-                self._config = self._build_config(await aget_connection(self.wdata_conn_id))
-                _loop_configs()[key] = (self._config, time.monotonic() + CONNECTION_REUSE_SECONDS)
+            self._config = await self._areused_config()
         return self._config
+
+    async def _areused_config(self) -> WdataConfig:
+        """The loop's checked connection, looked up once even when hundreds of waits ask at the same moment."""
+        key = (self.wdata_conn_id, self.timeout)
+        configs = _loop_configs()
+        reused = configs.get(key)
+        if reused is not None and reused[1] > time.monotonic():
+            config = await reused[0]
+            if config is not None:
+                return config
+        looked_up: asyncio.Future[WdataConfig | None] = asyncio.get_running_loop().create_future()
+        configs[key] = (looked_up, time.monotonic() + CONNECTION_REUSE_SECONDS)
+        try:
+            config = self._build_config(await aget_connection(self.wdata_conn_id))
+        except BaseException:
+            # Those waiting for this lookup make their own, and each raises its own error.
+            looked_up.set_result(None)
+            if configs.get(key, (None,))[0] is looked_up:
+                del configs[key]
+            raise
+        looked_up.set_result(config)
+        return config
 
     def _forget_config(self) -> None:
         """Read the Airflow connection again on the next call (its credentials or fields were refused)."""
@@ -481,7 +497,10 @@ _LOOP_CONFIGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[s
 
 
 def _loop_configs() -> dict[tuple[str, float | None], Any]:
-    """(conn id, hook timeout) -> (checked config, reuse deadline), for the running event loop."""
+    """(conn id, hook timeout) -> (future of the checked config, reuse deadline), for the running event loop.
+
+    The future holds None when its lookup failed.
+    """
     return _LOOP_CONFIGS.setdefault(asyncio.get_running_loop(), {})
 
 
