@@ -18,7 +18,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -295,6 +295,43 @@ def test_other_example_dags_succeed(cluster: AirflowCluster, simulator: WdataSim
     assert simulator.batches[batch_id].cancel_unwritables is True
 
 
+def wait_for_trigger_polling(
+    cluster: AirflowCluster,
+    simulator: WdataSimulator,
+    ids: tuple[str, str, str],
+    batch_id: Callable[[], str | None],
+    reads: int,
+) -> tuple[dict[str, Any], str]:
+    """The task's trigger and batch id, once a triggerer runs the trigger and it read the batch ``reads`` times."""
+    dag_id, run_id, task_id = ids
+
+    def polling() -> tuple[dict[str, Any], str] | None:
+        cluster.check_alive()
+        ti = cluster.task_instances(dag_id, run_id).get(task_id) or {}
+        assert ti.get("state") not in ("success", "failed"), f"{task_id} ended before the kill: {ti}"
+        trigger = ti.get("trigger") or {}
+        started = batch_id()
+        if ti.get("state") != "deferred" or trigger.get("triggerer_id") is None or started is None:
+            return None
+        return (trigger, started) if len(batch_reads(simulator, started)) >= reads else None
+
+    return wait_for(polling, 90, f"the trigger of {task_id} to poll from the triggerer", details=cluster.tails)
+
+
+def wait_for_takeover(cluster: AirflowCluster, ids: tuple[str, str, str], first_triggerer: Any) -> dict[str, Any]:
+    """The task's trigger, once a triggerer other than ``first_triggerer`` runs it (the task still deferred)."""
+    dag_id, run_id, task_id = ids
+
+    def taken_over() -> dict[str, Any] | None:
+        cluster.check_alive()
+        ti = cluster.task_instances(dag_id, run_id)[task_id]
+        assert ti["state"] == "deferred", f"{task_id} left deferred before a new triggerer took over: {ti}"
+        current = ti.get("trigger") or {}
+        return current if current.get("triggerer_id") not in (None, first_triggerer) else None
+
+    return wait_for(taken_over, 90, "a new triggerer to take the trigger over", details=cluster.tails)
+
+
 def test_killed_triggerer_is_replaced_and_the_wait_resumes_with_its_deadline(
     cluster: AirflowCluster, simulator: WdataSimulator
 ):
@@ -308,20 +345,8 @@ def test_killed_triggerer_is_replaced_and_the_wait_resumes_with_its_deadline(
         new = set(simulator.batches) - batches_before
         return next(iter(new)) if new else None
 
-    def trigger_polling() -> dict[str, Any] | None:
-        """The sensor's trigger, once a triggerer runs it and it has read the batch at least twice."""
-        cluster.check_alive()
-        ti = cluster.task_instances(dag_id, run_id).get(sensor) or {}
-        assert ti.get("state") not in ("success", "failed"), f"the sensor ended before the restart: {ti}"
-        trigger = ti.get("trigger") or {}
-        batch_id = new_batch_id()
-        if ti.get("state") != "deferred" or trigger.get("triggerer_id") is None or batch_id is None:
-            return None
-        return trigger if len(batch_reads(simulator, batch_id)) >= 3 else None
-
-    trigger = wait_for(trigger_polling, 90, "the trigger to poll from the triggerer", details=cluster.tails)
-    batch_id = new_batch_id()
-    assert batch_id is not None
+    ids = (dag_id, run_id, sensor)
+    trigger, batch_id = wait_for_trigger_polling(cluster, simulator, ids, new_batch_id, reads=3)
     trigger_id, first_triggerer = trigger["id"], trigger["triggerer_id"]
     assert trigger["classpath"] == BATCH_TRIGGER
     original = cluster.trigger_kwargs(trigger_id)
@@ -340,15 +365,7 @@ def test_killed_triggerer_is_replaced_and_the_wait_resumes_with_its_deadline(
         assert cluster.trigger_kwargs(trigger_id) == original
 
         cluster.restart_triggerer()
-
-        def taken_over() -> dict[str, Any] | None:
-            cluster.check_alive()
-            ti = cluster.task_instances(dag_id, run_id)[sensor]
-            assert ti["state"] == "deferred", f"the sensor left deferred before a new triggerer took over: {ti}"
-            current = ti.get("trigger") or {}
-            return current if current.get("triggerer_id") not in (None, first_triggerer) else None
-
-        resumed = wait_for(taken_over, 90, "a new triggerer to take the trigger over", details=cluster.tails)
+        resumed = wait_for_takeover(cluster, ids, first_triggerer)
         assert resumed["id"] == trigger_id  # the same trigger row, not a new deferral
         assert cluster.trigger_kwargs(trigger_id) == original  # same batch, same absolute deadline
 
@@ -388,20 +405,8 @@ def test_killed_triggerer_mid_wait_of_a_deferrable_operator_never_starts_the_bat
         ids = [bid for bid, b in simulator.batches.items() if b.children[0].connection_id == SLOW_OPERATOR_CONNECTION]
         return ids[0] if ids else None
 
-    def trigger_polling() -> dict[str, Any] | None:
-        """The operator's trigger, once a triggerer runs it and it has read the batch at least twice."""
-        cluster.check_alive()
-        ti = cluster.task_instances(dag_id, run_id).get(task_id) or {}
-        assert ti.get("state") not in ("success", "failed"), f"the task ended before the kill: {ti}"
-        trigger = ti.get("trigger") or {}
-        started = batch_id()
-        if ti.get("state") != "deferred" or trigger.get("triggerer_id") is None or started is None:
-            return None
-        return trigger if len(batch_reads(simulator, started)) >= 2 else None
-
-    trigger = wait_for(trigger_polling, 90, "the operator's trigger to poll from the triggerer", details=cluster.tails)
-    started = batch_id()
-    assert started is not None
+    ids = (dag_id, run_id, task_id)
+    trigger, started = wait_for_trigger_polling(cluster, simulator, ids, batch_id, reads=2)
     trigger_id, first_triggerer = trigger["id"], trigger["triggerer_id"]
     assert trigger["classpath"] == BATCH_TRIGGER
     original = cluster.trigger_kwargs(trigger_id)
@@ -415,15 +420,7 @@ def test_killed_triggerer_mid_wait_of_a_deferrable_operator_never_starts_the_bat
         assert len(starts_of(simulator, SLOW_OPERATOR_CONNECTION)) == 1
 
         cluster.restart_triggerer()
-
-        def taken_over() -> dict[str, Any] | None:
-            cluster.check_alive()
-            ti = cluster.task_instances(dag_id, run_id)[task_id]
-            assert ti["state"] == "deferred", f"the task left deferred before a new triggerer took over: {ti}"
-            current = ti.get("trigger") or {}
-            return current if current.get("triggerer_id") not in (None, first_triggerer) else None
-
-        resumed = wait_for(taken_over, 90, "a new triggerer to take the trigger over", details=cluster.tails)
+        resumed = wait_for_takeover(cluster, ids, first_triggerer)
         assert resumed["id"] == trigger_id  # the same trigger row: the wait resumed, the task did not run again
         run = cluster.wait_for_run(dag_id, run_id, timeout=90)
     finally:
