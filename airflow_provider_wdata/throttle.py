@@ -10,9 +10,10 @@ Every async call of a loop for the same origin and client id goes through the sa
   and pacing ends once the pace reaches :data:`PACE_END` times it.
 - A 429 for a request sent before the last slowdown is the overload already answered: it slows nothing more.
 
-Held calls therefore leave a pause spread at a rate the service takes, not all at once, and a loop that stalls
-does not burst: a call's turn is a slot on the pace's timeline, and slots that a stall delays still keep the
-average under the limit. Before the first 429, a call costs a dictionary lookup and a counter.
+Held calls therefore leave a pause at a rate the service takes, not all at once. A call's turn is a slot on the
+pace's timeline: a loop that stalls sends the turns the stall delayed together, but no more of them than the
+pace allowed over that time, so a service that counts requests per window still sees the pace. Before the
+first 429, a call costs a dictionary lookup and a counter.
 """
 
 from __future__ import annotations

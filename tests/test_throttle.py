@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import pytest
 
@@ -12,6 +13,7 @@ from airflow_provider_wdata.exceptions import WdataAuthError
 from airflow_provider_wdata.hooks import wdata as hook_module
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.throttle import Gate
+from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger
 from tests.conftest import CANARY_SECRET
 
 FAST_HOOK = {"backoff_initial": 0.01, "backoff_max": 0.02, "max_attempts": 8, "timeout": 5}
@@ -155,6 +157,28 @@ async def test_a_429_pauses_every_wait_of_the_loop_for_that_credential(wdata_con
     assert len(reads) - wdata_conn.rate_limited == 30, "every wait read its batch in the end"
     # Without the gate each of the 20 over the limit finds its own 429 (and again when they retry together).
     assert wdata_conn.rate_limited <= 3, f"{wdata_conn.rate_limited} 429s for 30 reads"
+
+
+async def test_many_triggers_due_at_once_against_a_rate_limit_get_a_few_429s_not_one_each(wdata_conn):
+    """60 triggers whose first reads are all due, against a service that takes 20 requests a second."""
+    ids = await asyncio.to_thread(
+        lambda: [WdataHook().start_batch_refresh(["conn-1"]).batch_refresh_id for _ in range(60)]
+    )
+    wdata_conn.set_rate_limit(20, window=1.0)
+    deadline = time.time() + 120
+
+    async def wait(batch_id: str) -> str:
+        trigger = BatchRefreshTrigger(batch_id=batch_id, poll_interval=1, deadline=deadline, hook_params=FAST_HOOK)
+        async for event in trigger.run():
+            return event.payload["status"]
+        raise AssertionError("no event")
+
+    statuses = await asyncio.gather(*(wait(batch_id) for batch_id in ids))
+    assert statuses == ["success"] * 60
+    reads = sum(1 for r in wdata_conn.requests if r.method == "GET" and "/batch/refresh/" in r.path)
+    # Their first reads come at 60 a second; each wait reads twice. Without the pacer every read past the limit
+    # finds its own 429, and again when the held reads all go out once the pause ends.
+    assert wdata_conn.rate_limited <= 10, f"{wdata_conn.rate_limited} 429s for {reads} reads"
 
 
 async def test_hooks_in_one_loop_read_the_airflow_connection_once(wdata_conn, lookups):
