@@ -270,7 +270,7 @@ class WdataHook(BaseHook):
         raise failure
 
     async def _atry_once(self, request: ApiRequest, config: WdataConfig) -> Envelope:
-        """Async :meth:`_try_once`, held while the service has paused this credential (see :mod:`.throttle`)."""
+        """Async :meth:`_try_once`, held for its turn while the credential is paused or paced (see :mod:`.throttle`)."""
         gate, key = loop_gate(), config.throttle_key
         if gate.holds(key):
             await gate.wait_turn(key)
