@@ -283,3 +283,9 @@ class AsyncTransport:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             failure = _failure(what, url, exc, sent=True)
         return failure
+
+
+@functools.lru_cache(maxsize=8)
+def shared_async_transport(max_bytes: int) -> AsyncTransport:
+    """Async transports are stateless: every hook with the same limit shares one."""
+    return AsyncTransport(max_bytes)

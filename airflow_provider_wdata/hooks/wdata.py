@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import tenacity
 
-from airflow_provider_wdata import protocol
+from airflow_provider_wdata import protocol, shared_config
 from airflow_provider_wdata._compat import BaseHook, aget_connection
 from airflow_provider_wdata.assets import report_hook_lineage
 from airflow_provider_wdata.config import WdataConfig, build_config
@@ -27,15 +24,14 @@ from airflow_provider_wdata.retries import (
 )
 from airflow_provider_wdata.throttle import loop_gate
 from airflow_provider_wdata.tokens import DEFAULT_RENEW_MARGIN, TOKENS, AccessToken
-from airflow_provider_wdata.transport import DEFAULT_MAX_RESPONSE_BYTES, AsyncTransport, SyncTransport
+from airflow_provider_wdata.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AsyncTransport,
+    SyncTransport,
+    shared_async_transport,
+)
 
 T = TypeVar("T")
-
-
-@functools.lru_cache(maxsize=8)
-def _async_transport(max_bytes: int) -> AsyncTransport:
-    """Async transports are stateless: every hook with the same limit shares one."""
-    return AsyncTransport(max_bytes)
 
 
 def _build(config: WdataConfig, build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> ApiRequest:
@@ -109,7 +105,7 @@ class WdataHook(BaseHook):
 
     @property
     def _atransport(self) -> AsyncTransport:
-        return _async_transport(self.max_response_bytes)
+        return shared_async_transport(self.max_response_bytes)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(wdata_conn_id={self.wdata_conn_id!r})"
@@ -149,37 +145,17 @@ class WdataHook(BaseHook):
         or a configuration error drop it at once, so a fixed connection is read again.
         """
         if self._config is None:
-            self._config = await self._areused_config()
+            key = (self.wdata_conn_id, self.timeout)
+            self._config = await shared_config.shared_config(key, self._alook_up_config, CONNECTION_REUSE_SECONDS)
         return self._config
 
-    async def _areused_config(self) -> WdataConfig:
-        """The loop's checked connection, looked up once even when hundreds of waits ask at the same moment."""
-        key = (self.wdata_conn_id, self.timeout)
-        configs = _loop_configs()
-        reused = configs.get(key)
-        if reused is not None and reused[1] > time.monotonic():
-            config = await reused[0]
-            if config is not None:
-                return config
-        looked_up: asyncio.Future[WdataConfig | None] = asyncio.get_running_loop().create_future()
-        configs[key] = (looked_up, time.monotonic() + CONNECTION_REUSE_SECONDS)
-        try:
-            config = self._build_config(await aget_connection(self.wdata_conn_id))
-        except BaseException:
-            # Those waiting for this lookup make their own, and each raises its own error.
-            looked_up.set_result(None)
-            if configs.get(key, (None,))[0] is looked_up:
-                del configs[key]
-            raise
-        looked_up.set_result(config)
-        return config
+    async def _alook_up_config(self) -> WdataConfig:
+        return self._build_config(await aget_connection(self.wdata_conn_id))
 
     def _forget_config(self) -> None:
         """Read the Airflow connection again on the next call (its credentials or fields were refused)."""
         self._config = None
-        loop_configs = _LOOP_CONFIGS.get(asyncio.get_running_loop())
-        if loop_configs is not None:
-            loop_configs.pop((self.wdata_conn_id, self.timeout), None)
+        shared_config.forget((self.wdata_conn_id, self.timeout))
 
     # ------------------------------------------------------------------------------------ retries
 
@@ -490,18 +466,6 @@ class WdataHook(BaseHook):
 
 #: How long hooks in one event loop reuse a checked Airflow connection (seconds); see :meth:`WdataHook.aget_config`.
 CONNECTION_REUSE_SECONDS = 30.0
-
-_LOOP_CONFIGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float | None], Any]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _loop_configs() -> dict[tuple[str, float | None], Any]:
-    """(conn id, hook timeout) -> (future of the checked config, reuse deadline), for the running event loop.
-
-    The future holds None when its lookup failed.
-    """
-    return _LOOP_CONFIGS.setdefault(asyncio.get_running_loop(), {})
 
 
 def _without_conn_id(message: str, conn_id: str) -> str:
