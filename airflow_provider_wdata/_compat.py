@@ -1,4 +1,5 @@
-"""Every import that differs between Airflow 2.11 and 3.x, in one place (``make matrix`` checks each release).
+"""Every import that differs between Airflow 2.11 and 3.x, or between Pythons, in one place (``make matrix`` checks
+each release).
 
 - BaseOperator, BaseSensorOperator, PokeReturnValue, Connection, Context: ``airflow.sdk`` from 3.0.
 - BaseHook: ``airflow.sdk`` from 3.1 (3.0 still has it in ``airflow.hooks.base`` only); its
@@ -12,12 +13,15 @@
 - Asset: ``airflow.sdk.Asset`` from 3.0; ``airflow.datasets.Dataset`` on 2.11. Provider info registers URI schemes under
   ``asset-uris`` (read by 3.x) and ``dataset-uris`` (read by 2.11). Asset events' extras are
   ``context["outlet_events"][asset].extra`` on both (2.10+).
+- ``timeout`` (an async context manager that raises ``asyncio.TimeoutError``): ``asyncio.timeout`` from Python 3.11,
+  the ``async-timeout`` package (which aiohttp itself requires there) on 3.10.
 - Hook-level lineage collector: ``airflow.sdk.lineage.get_hook_lineage_collector`` from 3.2, before that
   ``airflow.lineage.hook.get_hook_lineage_collector``; its ``add_output_asset`` is ``add_output_dataset`` on 2.11.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from airflow import __version__ as AIRFLOW_VERSION
@@ -33,6 +37,11 @@ AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= _AIRFLOW
 #: Airflow 3.0's ``dag.test()`` (and ``airflow dags test``) refuses a task whose outlets name assets no DAG
 #: processor has registered yet, so outlets the DAG author did not ask for would break it there.
 DEFAULT_OUTLETS = not (AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS)
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout
+else:
+    from async_timeout import timeout  # type: ignore[no-redef]
 
 if AIRFLOW_V_3_0_PLUS:
     from airflow.sdk import Asset, BaseOperator, BaseSensorOperator, Connection, Context, PokeReturnValue
@@ -78,6 +87,7 @@ __all__ = [
     "add_hook_output_asset",
     "aget_connection",
     "default_deferrable",
+    "timeout",
 ]
 
 

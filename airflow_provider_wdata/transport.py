@@ -3,7 +3,10 @@
 Both send what :mod:`airflow_provider_wdata.protocol` built, return a :class:`RawResponse` without
 interpreting it, never follow redirects (so an Authorization header never travels to another host), read
 at most ``max_bytes`` of a body, and turn network failures into :class:`WdataTransportError` saying
-whether the request may have reached the service.
+whether the request may have reached the service. They return that error rather than raise it: raised in
+here, inside an ``except`` block, it would carry the requests/aiohttp exception as ``__context__`` (``from None``
+only hides it from printed tracebacks), whose request and frames hold the token form or the Authorization
+header, and its traceback would hold ``_exchange``'s frame, whose locals hold the same. The hook raises it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import functools
 import ssl
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,19 +92,6 @@ def _token_call(config: WdataConfig) -> tuple[str, str, WdataConfig, dict[str, A
     return "POST", config.token_url, config, kwargs, "Token request to"
 
 
-def _result(outcome: RawResponse | WdataError) -> RawResponse:
-    """Return the response, or raise the error outside any ``except`` block and outside ``_exchange``.
-
-    Raised there it would carry the requests/aiohttp exception as ``__context__`` (``from None`` only hides
-    it from printed tracebacks), whose request and frames hold the form with the client secret or the
-    Authorization header; and its traceback would start at ``_exchange``, whose locals hold the same.
-    """
-    if isinstance(outcome, WdataError):
-        # Raised from a frame whose only local is this error, and with no exception being handled: no chain.
-        raise outcome
-    return outcome
-
-
 # ---------------------------------------------------------------------------------------------- sync
 
 
@@ -123,16 +113,17 @@ class SyncTransport:
         if self._session is not None:
             self._session.close()
 
-    def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
-        return _result(self._exchange(*_api_call(request, config, token)))
+    def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse | WdataError:
+        """The response to an API call, or the error for the caller to raise."""
+        return self._exchange(*_api_call(request, config, token))
 
-    def post_token(self, config: WdataConfig) -> RawResponse:
-        return _result(self._exchange(*_token_call(config)))
+    def post_token(self, config: WdataConfig) -> RawResponse | WdataError:
+        """The token endpoint's response, or the error for the caller to raise."""
+        return self._exchange(*_token_call(config))
 
     def _exchange(
         self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any], what: str
     ) -> RawResponse | WdataError:
-        """The response, or the error to raise: built inside ``except``, raised by the caller (see _result)."""
         failure: WdataError
         try:
             response = self.session.request(
@@ -238,17 +229,20 @@ class AsyncTransport:
     def __init__(self, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self.max_bytes = max_bytes
 
-    async def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
-        return _result(await self._exchange(*_api_call(request, config, token)))
+    # Plain functions handing back _exchange's coroutine: one coroutine fewer alive per request in flight.
+    def send(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> Awaitable[RawResponse | WdataError]:
+        """The response to an API call, or the error for the caller to raise."""
+        return self._exchange(*_api_call(request, config, token))
 
-    async def post_token(self, config: WdataConfig) -> RawResponse:
-        return _result(await self._exchange(*_token_call(config)))
+    def post_token(self, config: WdataConfig) -> Awaitable[RawResponse | WdataError]:
+        """The token endpoint's response, or the error for the caller to raise."""
+        return self._exchange(*_token_call(config))
 
     async def _exchange(
         self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any], what: str
     ) -> RawResponse | WdataError:
-        """The response, or the error to raise: built inside ``except``, raised by the caller (see _result)."""
-        session = await shared_session()
+        entry = _SESSIONS.get(asyncio.get_running_loop())
+        session = entry[0] if entry is not None and not entry[0].closed else await shared_session()
         proxy, proxy_auth = _env_proxy("/".join(url.split("/", 3)[:3]))
         if proxy is not None:
             kwargs = {**kwargs, "proxy": proxy, "proxy_auth": proxy_auth}

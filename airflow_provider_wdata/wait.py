@@ -16,14 +16,13 @@ import asyncio
 import contextvars
 import math
 import random
-import sys
 import time
 from collections.abc import Awaitable
 from typing import Any
 
 import pendulum
 
-from airflow_provider_wdata._compat import AirflowSkipException
+from airflow_provider_wdata._compat import AirflowSkipException, timeout
 from airflow_provider_wdata.arguments import positive_seconds
 from airflow_provider_wdata.decision import Decision, Outcome, RunState, decide_batch, decide_connection_run, run_state
 from airflow_provider_wdata.exceptions import (
@@ -55,6 +54,7 @@ DEFERRAL_TIMEOUT_GRACE = 60.0
 MAX_LISTED_UNFINISHED = 10
 
 EVENT_STATUSES = frozenset({"success", "failed", "timeout", "error"})
+_NONE_YET: frozenset[str] = frozenset()
 
 Refresh = RefreshBatch | ConnectionRun
 
@@ -89,7 +89,7 @@ class RefreshWait:
         self.last_read_at = last_read_at
         self.last: Refresh | None = None
         self.last_error: WdataError | None = None
-        self._warned: set[str] = set()
+        self._warned: frozenset[str] = _NONE_YET  # shared until a first warning: no object per wait
         self._running_statuses: tuple[Any, ...] | None = None
 
     # what each kind of refresh defines ------------------------------------------------------------
@@ -134,7 +134,7 @@ class RefreshWait:
             return None
         decision = self.decide(refresh)
         for status in sorted(decision.unknown_statuses - self._warned):
-            self._warned.add(status)
+            self._warned |= {status}
             log.warning("Wdata reported an unknown status %r; treating it as still in progress.", status)
         if not decision.done:
             self._running_statuses = statuses
@@ -226,18 +226,22 @@ class RefreshWait:
             return self.event("error", f"Unexpected error while waiting on the refresh: {error!r}", self.last)
 
     async def arun(self, hook: WdataHook, log: Any) -> dict[str, Any]:
-        """Async :meth:`run`, cut off at the deadline even in the middle of a read."""
-        try:
-            # One timer for the whole wait, not one per read.
-            return await _until(self._apoll(hook, log), self.deadline)
-        except asyncio.TimeoutError:
-            return self.timeout_event()
+        """Async :meth:`run`, on the read tick; a read still going at the deadline is cut off there.
 
-    async def _apoll(self, hook: WdataHook, log: Any) -> dict[str, Any]:
+        A waiting trigger holds this one coroutine and one timer: thousands wait in one triggerer, and every object
+        they hold is walked by each full garbage collection. The deadline's timer exists only while a read runs.
+        """
         delay = self.first_delay()
         while delay is not None:
-            await _sleep_to_tick(delay, self.read_tick)
-            event = await self.aread(hook, log)
+            if delay >= self.deadline - time.time():  # the deadline comes before the next read
+                await asyncio.sleep(max(self.deadline - time.time(), 0.0))
+                break
+            await _tick_after(delay, self.read_tick)
+            try:
+                async with timeout(max(self.deadline - time.time(), 0.0) if math.isfinite(self.deadline) else None):
+                    event = await self.aread(hook, log)
+            except asyncio.TimeoutError:
+                break
             if event is not None:
                 return event
             delay = self.next_delay()
@@ -335,16 +339,17 @@ def _unfinished(refresh: Refresh) -> list[str]:
     ]
 
 
-async def _sleep_to_tick(delay: float, tick: float) -> None:
-    """Sleep about ``delay`` seconds, waking on the event loop's nearest multiple of ``tick``."""
+def _tick_after(delay: float, tick: float) -> asyncio.Future[None]:
+    """A future done about ``delay`` seconds from now, on the event loop's nearest multiple of ``tick``.
+
+    A plain function, not a coroutine (one object fewer per waiting trigger). If its waiter is cancelled, the
+    timer still fires at its time, and does nothing.
+    """
     loop = asyncio.get_running_loop()
     now = loop.time()
     woken = loop.create_future()
-    timer = loop.call_at(max(round((now + delay) / tick) * tick, now), _wake, woken, context=_NO_CONTEXT)
-    try:
-        await woken
-    finally:
-        timer.cancel()
+    loop.call_at(max(round((now + delay) / tick) * tick, now), _wake, woken, context=_NO_CONTEXT)
+    return woken
 
 
 #: _wake reads no context variable: its timers share this context instead of each copying the caller's.
@@ -354,14 +359,3 @@ _NO_CONTEXT = contextvars.Context()
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-async def _until(awaitable: Awaitable[Any], deadline: float) -> Any:
-    """Await, raising ``asyncio.TimeoutError`` at ``deadline`` (seconds since the epoch)."""
-    if math.isinf(deadline):
-        return await awaitable
-    seconds = max(deadline - time.time(), 0.0)
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)

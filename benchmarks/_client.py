@@ -222,13 +222,13 @@ async def measure(args: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
     reset_peak_rss()
     gc_timer = GcTimer()
     gc.callbacks.append(gc_timer)
-    begin, cpu_begin = time.monotonic(), time.process_time()
+    begin, cpu_begin, sys_begin = time.monotonic(), time.process_time(), os.times().system
     if profiler is not None:
         profiler.enable()
     try:
         await start_waits(len(ids), args.interval if args.start == "stagger" else 0.0, wait)
     finally:
-        end, cpu_end = time.monotonic(), time.process_time()
+        end, cpu_end, sys_end = time.monotonic(), time.process_time(), os.times().system
         gc.callbacks.remove(gc_timer)
         if profiler is not None:
             profiler.disable()
@@ -243,6 +243,7 @@ async def measure(args: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
         "cpu_begin": cpu_begin,
         "end": end,
         "cpu_end": cpu_end,
+        "system_cpu_s": sys_end - sys_begin,
         "rss0_kb": rss0,
         "rss_peak_kb": max([status_kb("VmHWM:")] + [row[3] for row in timeline if row[0] >= begin]),
         "timeline": timeline,

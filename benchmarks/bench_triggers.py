@@ -294,6 +294,7 @@ def figures(n: int, client: dict[str, Any], sim: dict[str, Any], connections_ope
         "connections_opened": connections_opened,
         "cpu_us_per_request": whole_cpu / max(len(requests), 1) * 1e6,
         "cpu_ms_per_wait": whole_cpu / n * 1e3,
+        "system_cpu_us_per_request": client["system_cpu_s"] / max(len(requests), 1) * 1e6,
         "steady": steady,
         "first_read_extra_us": first_extra_us,
         "lag": lag(begin),
@@ -384,6 +385,7 @@ def _num(value: float, fmt: str) -> str:
 ROWS: list[tuple[str, Any]] = [
     ("completed waits (failed)", lambda f: f"{f['events']:,} ({f['failed']})"),
     ("whole waits: CPU µs per request", lambda f: f"{f['cpu_us_per_request']:,.0f}"),
+    ("  of which in the kernel (system time)", lambda f: f"{f['system_cpu_us_per_request']:,.0f}"),
     ("whole waits: CPU ms per wait", lambda f: f"{f['cpu_ms_per_wait']:.2f}"),
     ("steady polls: CPU µs per request", lambda f: _num(f["steady"]["cpu_us_per_request"], ",.0f")),
     ("first read: extra CPU µs per wait", lambda f: _num(f["first_read_extra_us"], ",.0f")),

@@ -34,6 +34,17 @@ from airflow_provider_wdata.transport import (
 T = TypeVar("T")
 
 
+def _response(outcome: RawResponse | WdataError, request: ApiRequest | None = None) -> RawResponse:
+    """The transport's response, or raise its error (refined for the API call ``request``).
+
+    Raised here, with no exception being handled and from a frame that holds no credential: nothing that held
+    the token form or the Authorization header is chained to it or in its traceback (see :mod:`.transport`).
+    """
+    if isinstance(outcome, WdataError):
+        raise outcome if request is None else protocol.refine_error(request, outcome)
+    return outcome
+
+
 def _build(config: WdataConfig, build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> ApiRequest:
     """Build a request, with the connection's workspace where the caller gave none."""
     if "workspace_id" in kw and kw["workspace_id"] is None:
@@ -177,22 +188,15 @@ class WdataHook(BaseHook):
 
     def _fetch_token(self, config: WdataConfig) -> tuple[str, float]:
         self.log.debug("Fetching a Wdata access token for connection %r", config.conn_id)
-        return protocol.read_token(config, self._transport.post_token(config))
-
-    def _send_once(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
-        try:
-            return self._transport.send(request, config, token)
-        except WdataError as error:
-            failure = protocol.refine_error(request, error)
-        raise failure  # outside the except block: no exception chained to it
+        return protocol.read_token(config, _response(self._transport.post_token(config)))
 
     def _try_once(self, request: ApiRequest, config: WdataConfig) -> Envelope:
         """Token, send, and on a 401 one more send with a fresh token."""
         token = self._token(config)
-        raw = self._send_once(request, config, token)
+        raw = _response(self._transport.send(request, config, token), request)
         if raw.status == 401:
             TOKENS.invalidate(config.token_key, token)
-            raw = self._send_once(request, config, self._token(config))
+            raw = _response(self._transport.send(request, config, self._token(config)), request)
         return protocol.read_response(request, raw, config, self.max_response_bytes)
 
     def _request(self, request: ApiRequest, config: WdataConfig) -> Envelope:
@@ -236,14 +240,7 @@ class WdataHook(BaseHook):
 
     async def _afetch_token(self, config: WdataConfig) -> tuple[str, float]:
         self.log.debug("Fetching a Wdata access token for connection %r", config.conn_id)
-        return protocol.read_token(config, await self._atransport.post_token(config))
-
-    async def _asend_once(self, request: ApiRequest, config: WdataConfig, token: AccessToken) -> RawResponse:
-        try:
-            return await self._atransport.send(request, config, token)
-        except WdataError as error:
-            failure = protocol.refine_error(request, error)
-        raise failure
+        return protocol.read_token(config, _response(await self._atransport.post_token(config)))
 
     async def _atry_once(self, request: ApiRequest, config: WdataConfig) -> Envelope:
         """Async :meth:`_try_once`, held for its turn while the credential is paused or paced (see :mod:`.throttle`)."""
@@ -252,10 +249,10 @@ class WdataHook(BaseHook):
             await gate.wait_turn(key)
         token = TOKENS.fresh(config.token_key) or await self._atoken(config)
         sent_at = gate.sent(key)
-        raw = await self._asend_once(request, config, token)
+        raw = _response(await self._atransport.send(request, config, token), request)
         if raw.status == 401:
             TOKENS.invalidate(config.token_key, token)
-            raw = await self._asend_once(request, config, await self._atoken(config))
+            raw = _response(await self._atransport.send(request, config, await self._atoken(config)), request)
         if raw.status == 429:
             pause = protocol.retry_after_seconds(raw.headers.get("Retry-After"))
             gate.throttled(key, min(pause, self.retry_after_max) if pause else None, sent_at)
@@ -266,10 +263,19 @@ class WdataHook(BaseHook):
         try:
             return await self._atry_once(request, config)
         except WdataError as error:
-            if not error.retryable:
-                raise
             first_failure = error
-        return await self._aretry(request, config, first_failure)
+        return await self._aafter_failure(request, config, first_failure)
+
+    async def _aafter_failure(self, request: ApiRequest, config: WdataConfig, first_failure: WdataError) -> Envelope:
+        """After a failed first try: the retry policy's tries when another may help. Refused credentials or a
+        configuration error drop the checked connection (see :meth:`aget_config`)."""
+        try:
+            if not first_failure.retryable:
+                raise first_failure
+            return await self._aretry(request, config, first_failure)
+        except (WdataAuthError, WdataConfigError):
+            self._forget_config()
+            raise
 
     async def _aretry(self, request: ApiRequest, config: WdataConfig, first_failure: WdataError) -> Envelope:
         """Async :meth:`_retry`."""
@@ -284,12 +290,13 @@ class WdataHook(BaseHook):
 
     async def _acall(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
         config = self._config or await self.aget_config()
+        request = _build(config, build, *args, **kw)
+        # _arequest, inlined: thousands of reads in flight each hold one coroutine fewer.
         try:
-            envelope = await self._arequest(_build(config, build, *args, **kw), config)
-        except (WdataAuthError, WdataConfigError):
-            self._forget_config()
-            raise
-        return parse(envelope.body)
+            return parse((await self._atry_once(request, config)).body)
+        except WdataError as error:
+            first_failure = error
+        return parse((await self._aafter_failure(request, config, first_failure)).body)
 
     # ---------------------------------------------------------------------------------------- calls
 
