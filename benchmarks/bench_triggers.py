@@ -8,7 +8,8 @@ exits 0 either way), and writes them to ``benchmarks/last-run.json`` (not commit
 Options: ``--only KEY`` (run only these scenarios: 100, 1000, 5000, a, b, d, e, f, g, h; the default is every
 one but 100 and h), ``--scale F`` (multiply every N by F: quick runs while developing), ``--profile KEY`` (run
 one scenario with the left client under cProfile, print the top functions and write ``benchmarks/profile.prof``;
-its CPU figures are inflated by the profiler).
+its CPU figures are inflated by the profiler), ``--together`` (run the two clients of a scenario side by side
+instead of one after the other, as runs before 2026-12-02 did).
 """
 
 from __future__ import annotations
@@ -203,22 +204,28 @@ async def start_batches(conn_ids: list[str], connection_id: str, n: int) -> list
     return list(await asyncio.gather(*(on(conn_id) for conn_id in conn_ids)))
 
 
-def run_clients(jobs: list[tuple[list[str], dict[str, str], Path]], timeout: float) -> None:
-    """Run the client processes side by side, over the same wall-clock window (so both see the same noise)."""
-    procs = []
-    for cmd, env, log in jobs:
-        with open(log, "w") as out:
-            procs.append((subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT), log))
-    deadline = time.monotonic() + timeout
-    try:
-        for proc, log in procs:
-            if proc.wait(timeout=max(1.0, deadline - time.monotonic())) != 0:
-                raise RuntimeError(f"client failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
-    finally:
-        for proc, _ in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+def run_clients(jobs: list[tuple[list[str], dict[str, str], Path]], timeout: float, together: bool) -> None:
+    """Run the client processes one after the other (each alone on the machine), or side by side (``together``).
+
+    One after the other is the default: on a 2-core machine two clients and their two simulators side by side
+    make each side's bursts the other's noise, which is not the same noise for both (see benchmarks/README.md).
+    """
+    batches = [jobs] if together else [[job] for job in jobs]
+    for batch in batches:
+        procs = []
+        for cmd, env, log in batch:
+            with open(log, "w") as out:
+                procs.append((subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT), log))
+        deadline = time.monotonic() + timeout
+        try:
+            for proc, log in procs:
+                if proc.wait(timeout=max(1.0, deadline - time.monotonic())) != 0:
+                    raise RuntimeError(f"client failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        finally:
+            for proc, _ in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
 
 # --------------------------------------------------------------------------------------------------- figures
@@ -319,7 +326,7 @@ def histogram(times: list[float], width: float) -> list[int]:
 
 
 def run_scenario(
-    scenario: Scenario, sims: dict[str, Simulator], workdir: Path, profile: Path | None = None
+    scenario: Scenario, sims: dict[str, Simulator], workdir: Path, profile: Path | None = None, together: bool = False
 ) -> dict[str, Any]:
     ids: list[list[str]] = [[] for _ in sims]
     if not scenario.own_batches:
@@ -346,7 +353,7 @@ def run_scenario(
         jobs.append((cmd, env, workdir / f"{name}.log"))
     load = os.getloadavg()[0]
     try:
-        run_clients(jobs, timeout=scenario.interval * (scenario.reads + 3) + 180)
+        run_clients(jobs, timeout=scenario.interval * (scenario.reads + 3) + 180, together=together)
     finally:
         if scenario.rate_limit is not None:
             for sim in sims.values():
@@ -358,6 +365,7 @@ def run_scenario(
             "sides": [side.__dict__ for side in scenario.sides],
         },
         "load_1min": [load, os.getloadavg()[0]],
+        "together": together,
     }
     for name, sim in sims.items():
         after = sim.command("requests")
@@ -506,6 +514,7 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=keys, help="run only this scenario (repeatable)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every N by this (quick runs)")
     parser.add_argument("--profile", choices=keys, help="run this scenario only, the triggers under cProfile")
+    parser.add_argument("--together", action="store_true", help="run the two clients of a scenario side by side")
     parser.add_argument("--out", default=str(HERE / "last-run.json"))
     args = parser.parse_args()
     chosen = [args.profile] if args.profile else args.only or DEFAULT_KEYS
@@ -531,7 +540,7 @@ def main() -> int:
                     flush=True,
                 )
                 profile = HERE / "profile.prof" if args.profile else None
-                result = run_scenario(scenario, sims, workdir, profile)
+                result = run_scenario(scenario, sims, workdir, profile, args.together)
                 result["title"] = scenario.title + ("" if args.scale == 1 else f" (N={scenario.n:,})")
                 results.append(result)
         finally:

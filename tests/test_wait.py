@@ -228,3 +228,44 @@ async def test_async_reads_due_within_one_tick_go_out_in_one_loop_turn():
 def test_the_tick_is_at_most_a_tenth_of_the_poll_interval():
     assert BatchWait(batch_id="b", poll_interval=600).read_tick == READ_TICK
     assert BatchWait(batch_id="b", poll_interval=READ_TICK).read_tick == pytest.approx(READ_TICK / 10)
+
+
+class Running:
+    """A hook whose batch is always still running; ``read`` is set at each read."""
+
+    def __init__(self) -> None:
+        self.read = asyncio.Event()
+
+    async def aget_batch_refresh(self, batch_id, workspace_id=None) -> RefreshBatch:
+        self.read.set()
+        return batch("running", "running")
+
+
+def _timers_of(task: asyncio.Task) -> list[asyncio.TimerHandle]:
+    # Every live timer of the loop: the waits under test are the only ones scheduling any.
+    loop = task.get_loop()
+    return [handle for handle in loop._scheduled if not handle.cancelled()]  # type: ignore[attr-defined]
+
+
+async def test_between_reads_a_wait_keeps_one_timer_and_no_deadline_timer():
+    # Thousands of waits rest in one triggerer: each object they hold is walked by every full garbage collection.
+    hook, log = Running(), RecordingLog()
+    wait = BatchWait(batch_id="b-1", poll_interval=30, deadline=time.time() + 600, last_read_at=time.time() - 30)
+    task = asyncio.create_task(wait.arun(hook, log))
+    await hook.read.wait()
+    await asyncio.sleep(0)  # the read's answer is decided and the next sleep begins
+    timers = _timers_of(task)
+    assert len(timers) == 1, f"one timer while resting (its wake-up), not {timers}"
+    assert timers[0].when() - asyncio.get_running_loop().time() == pytest.approx(30, abs=1), "the next read's"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_resting_wait_still_ends_at_its_deadline():
+    hook, log = Running(), RecordingLog()
+    # Read 0.1 s from now, then rest: the next read (30 s on) is past the deadline (0.5 s on).
+    wait = BatchWait(batch_id="b-1", poll_interval=30, deadline=time.time() + 0.5, last_read_at=time.time() - 29.9)
+    event = await asyncio.wait_for(wait.arun(hook, log), timeout=10)
+    assert hook.read.is_set()
+    assert event["status"] == "timeout" and "source=running" in event["message"], "timed out with the last statuses"
