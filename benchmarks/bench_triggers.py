@@ -1,6 +1,6 @@
 """Benchmark of the deferred wait (``BatchRefreshTrigger``) against a bare polling loop, and of the scale features.
 
-``make bench`` runs ``.venv/bin/python benchmarks/bench_triggers.py``: about five minutes, all on 127.0.0.1.
+``make bench`` runs ``.venv/bin/python benchmarks/bench_triggers.py``: about six minutes, all on 127.0.0.1.
 It prints the figures, each target of the scale issue next to its figure with PASS or MISS (printing only: it
 exits 0 either way), and writes them to ``benchmarks/last-run.json`` (not committed). See
 ``benchmarks/README.md`` for the method and what each figure includes.
