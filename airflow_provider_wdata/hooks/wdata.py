@@ -267,8 +267,10 @@ class WdataHook(BaseHook):
         return await self._aafter_failure(request, config, first_failure)
 
     async def _aafter_failure(self, request: ApiRequest, config: WdataConfig, first_failure: WdataError) -> Envelope:
-        """After a failed first try: the retry policy's tries when another may help. Refused credentials or a
-        configuration error drop the checked connection (see :meth:`aget_config`)."""
+        """After a failed first try: the retry policy's tries, when another may help.
+
+        Refused credentials or a configuration error drop the checked connection (see :meth:`aget_config`).
+        """
         try:
             if not first_failure.retryable:
                 raise first_failure
