@@ -202,12 +202,17 @@ async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncIterator[None
         await session.close()
 
 
+def _open_session() -> aiohttp.ClientSession | None:
+    """The running event loop's session, if it has one still open (no coroutine: called on every request)."""
+    entry = _SESSIONS.get(asyncio.get_running_loop())
+    return entry[0] if entry is not None and not entry[0].closed else None
+
+
 async def shared_session() -> aiohttp.ClientSession:
     """The aiohttp session of the running event loop, created on first use."""
-    loop = asyncio.get_running_loop()
-    entry = _SESSIONS.get(loop)
-    if entry is not None and not entry[0].closed:
-        return entry[0]
+    session = _open_session()
+    if session is not None:
+        return session
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=ASYNC_POOL_SIZE, ttl_dns_cache=300),
         headers={"User-Agent": protocol.USER_AGENT},
@@ -219,7 +224,7 @@ async def shared_session() -> aiohttp.ClientSession:
     )
     keeper = _close_with_loop(session)
     await keeper.__anext__()
-    _SESSIONS[loop] = (session, keeper)
+    _SESSIONS[asyncio.get_running_loop()] = (session, keeper)
     return session
 
 
@@ -241,8 +246,7 @@ class AsyncTransport:
     async def _exchange(
         self, method: str, url: str, config: WdataConfig, kwargs: dict[str, Any], what: str
     ) -> RawResponse | WdataError:
-        entry = _SESSIONS.get(asyncio.get_running_loop())
-        session = entry[0] if entry is not None and not entry[0].closed else await shared_session()
+        session = _open_session() or await shared_session()
         proxy, proxy_auth = _env_proxy("/".join(url.split("/", 3)[:3]))
         if proxy is not None:
             kwargs = {**kwargs, "proxy": proxy, "proxy_auth": proxy_auth}
