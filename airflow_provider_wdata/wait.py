@@ -13,7 +13,6 @@ or None>}``.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import math
 import random
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import pendulum
 
+from airflow_provider_wdata import ticks
 from airflow_provider_wdata._compat import AirflowSkipException, timeout
 from airflow_provider_wdata.arguments import positive_seconds
 from airflow_provider_wdata.decision import Decision, Outcome, RunState, decide_batch, decide_connection_run, run_state
@@ -42,11 +42,6 @@ DEFAULT_POLL_INTERVAL = 30.0
 #: after a random delay of up to one poll interval, and at most this many seconds, so that a triggerer that
 #: finds thousands of waits due spreads their reads instead of sending them in one loop turn.
 FIRST_READ_SPREAD_MAX = 30.0
-#: Async reads due within the same tick of this many seconds go out together, in one event-loop turn, so that a
-#: triggerer with thousands of waits wakes at most 20 times a second rather than once per read (at most a tenth
-#: of the poll interval; a read moves by at most half a tick). Longer ticks save a little more CPU but send
-#: bigger bursts: more connections, more memory, and more 429s before the first one comes back.
-READ_TICK = 0.05
 #: Airflow's own deferral timeout is set this much later than the wait's deadline, as a backstop, so that the
 #: wait's ``timeout`` event (which carries the last statuses) normally ends it.
 DEFERRAL_TIMEOUT_GRACE = 60.0
@@ -128,7 +123,9 @@ class RefreshWait:
 
     def check(self, refresh: Refresh, log: Any) -> dict[str, Any] | None:
         """Decide what was read: the final event, or None while the refresh is still going."""
-        self.last, self.last_error = refresh, None
+        if refresh != self.last:  # an equal read is dropped young: the collector already moved the one held to its old
+            self.last = refresh  # generation, and replacing it would promote a copy there at every read
+        self.last_error = None
         statuses = _statuses(refresh)
         if statuses == self._running_statuses:  # nothing changed since a read that was still running
             return None
@@ -153,8 +150,8 @@ class RefreshWait:
 
     @property
     def read_tick(self) -> float:
-        """Async reads wake on multiples of this many seconds (:data:`READ_TICK`, at most a tenth of the interval)."""
-        return min(READ_TICK, self.poll_interval / 10)
+        """Async reads wake on multiples of this many seconds (``ticks.READ_TICK``, at most a tenth of the interval)."""
+        return min(ticks.READ_TICK, self.poll_interval / 10)
 
     def first_delay(self, now: float | None = None) -> float | None:
         """Seconds until the first read, or None once the deadline passed.
@@ -226,17 +223,18 @@ class RefreshWait:
             return self.event("error", f"Unexpected error while waiting on the refresh: {error!r}", self.last)
 
     async def arun(self, hook: WdataHook, log: Any) -> dict[str, Any]:
-        """Async :meth:`run`, on the read tick; a read still going at the deadline is cut off there.
+        """Async :meth:`run`, on the loop's read ticks (:mod:`~airflow_provider_wdata.ticks`); a read still going at
+        the deadline is cut off there.
 
-        A waiting trigger holds this one coroutine and one timer: thousands wait in one triggerer, and every object
-        they hold is walked by each full garbage collection. The deadline's timer exists only while a read runs.
+        A waiting trigger holds this one coroutine and its place on a tick: thousands wait in one triggerer, and every
+        object they hold is walked by each full garbage collection. The deadline's timer exists only while a read runs.
         """
         delay = self.first_delay()
         while delay is not None:
             if delay >= self.deadline - time.time():  # the deadline comes before the next read
                 await asyncio.sleep(max(self.deadline - time.time(), 0.0))
                 break
-            await _tick_after(delay, self.read_tick)
+            await ticks.tick_after(delay, self.read_tick)
             try:
                 async with timeout(max(self.deadline - time.time(), 0.0) if math.isfinite(self.deadline) else None):
                     event = await self.aread(hook, log)
@@ -337,25 +335,3 @@ def _unfinished(refresh: Refresh) -> list[str]:
         if isinstance(run, ConnectionRun)
         and run_state(run.source_status, run.destination_status, run.error) is RunState.IN_PROGRESS
     ]
-
-
-def _tick_after(delay: float, tick: float) -> asyncio.Future[None]:
-    """A future done about ``delay`` seconds from now, on the event loop's nearest multiple of ``tick``.
-
-    A plain function, not a coroutine (one object fewer per waiting trigger). If its waiter is cancelled, the
-    timer still fires at its time, and does nothing.
-    """
-    loop = asyncio.get_running_loop()
-    now = loop.time()
-    woken = loop.create_future()
-    loop.call_at(max(round((now + delay) / tick) * tick, now), _wake, woken, context=_NO_CONTEXT)
-    return woken
-
-
-#: _wake reads no context variable: its timers share this context instead of each copying the caller's.
-_NO_CONTEXT = contextvars.Context()
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import time
 
 import pytest
 
+from airflow_provider_wdata import ticks
 from airflow_provider_wdata._compat import AirflowSkipException
 from airflow_provider_wdata.exceptions import (
     WdataApiError,
@@ -19,7 +21,8 @@ from airflow_provider_wdata.exceptions import (
     WdataTransportError,
 )
 from airflow_provider_wdata.models import RefreshBatch
-from airflow_provider_wdata.wait import FIRST_READ_SPREAD_MAX, MAX_LISTED_UNFINISHED, READ_TICK, BatchWait, finish
+from airflow_provider_wdata.ticks import READ_TICK, READS_PER_TICK
+from airflow_provider_wdata.wait import FIRST_READ_SPREAD_MAX, MAX_LISTED_UNFINISHED, BatchWait, finish
 
 NOW = 1_900_000_000.0
 
@@ -78,6 +81,18 @@ def test_unchanged_statuses_are_not_decided_again():
     assert len(calls) == 1 and len(log.of("info")) == 1
     assert wait.check(batch("complete", "complete"), log)["status"] == "success"
     assert len(calls) == 2
+
+
+def test_an_equal_read_keeps_the_refresh_already_held_and_a_changed_one_replaces_it():
+    # Thousands of waits keep their last read between reads: an equal one is dropped young, not promoted again.
+    wait, log = BatchWait(batch_id="b-1"), RecordingLog()
+    first = batch("running", "running", ("conn-1", "running", "not_started"))
+    wait.check(first, log)
+    wait.check(batch("running", "running", ("conn-1", "running", "not_started")), log)
+    assert wait.last is first
+    changed = batch("running", "running", ("conn-1", "complete", "running"))
+    wait.check(changed, log)
+    assert wait.last is changed
 
 
 def test_an_unknown_status_is_warned_once_across_changing_readings():
@@ -194,6 +209,7 @@ class TurnCounter:
         self.finished = finished
         self.turns = 0
         self.read_at: list[float] = []
+        self.turn_of: list[int] = []  # the turn of each read, counted from 1
         self._in_turn = False
 
     def _end_turn(self) -> None:
@@ -205,24 +221,55 @@ class TurnCounter:
         if not self._in_turn:  # a callback scheduled now runs once every read of this turn has been made
             self.turns, self._in_turn = self.turns + 1, True
             loop.call_soon(self._end_turn)
+        self.turn_of.append(self.turns)
         return self.finished
 
 
 async def test_async_reads_due_within_one_tick_go_out_in_one_loop_turn():
     hook = TurnCounter(batch("complete", "complete"))
-    # 100 waits (interval 10 s: a tick of READ_TICK) whose first reads come due over 0.4 tick, 1 s from now.
-    step = 0.4 * READ_TICK / 100
+    # As many waits as a tick takes (interval 10 s: a tick of READ_TICK), first reads due over 0.4 tick, 1 s on.
+    n = READS_PER_TICK
+    step = 0.4 * READ_TICK / n
     start, loop = time.time(), asyncio.get_running_loop()
-    due_at = [loop.time() + 1 + i * step for i in range(100)]
+    due_at = [loop.time() + 1 + i * step for i in range(n)]
     waits = [
         BatchWait(batch_id=f"b-{i}", poll_interval=10, deadline=start + 60, last_read_at=start - 9 + i * step)
-        for i in range(100)
+        for i in range(n)
     ]
     events = await asyncio.gather(*(wait.arun(hook, RecordingLog()) for wait in waits))
     assert all(event["status"] == "success" for event in events)
-    assert hook.turns <= 2, f"{hook.turns} loop turns for 100 reads due within 0.4 tick (on at most 2 ticks)"
+    assert hook.turns <= 2, f"{hook.turns} loop turns for {n} reads due within 0.4 tick (on at most 2 ticks)"
     late = [read - due for read, due in zip(sorted(hook.read_at), due_at, strict=True)]
     assert all(-READ_TICK / 2 - 0.01 <= moved <= READ_TICK / 2 + 0.05 for moved in late), "moved by <= half a tick"
+
+
+async def test_a_burst_of_reads_due_at_once_leaves_over_the_following_ticks(monkeypatch):
+    # Waits deferred together right after their task's read: every first read is due at the same instant. A
+    # long tick, so that a stalled test loop cannot run two ticks in one turn.
+    monkeypatch.setattr(ticks, "READ_TICK", 0.25)
+    hook = TurnCounter(batch("complete", "complete"))
+    n = 3 * READS_PER_TICK + 1
+    start = time.time()
+    waits = [
+        BatchWait(batch_id=f"b-{i}", poll_interval=10, deadline=start + 60, last_read_at=start - 9.8) for i in range(n)
+    ]
+    events = await asyncio.gather(*(wait.arun(hook, RecordingLog()) for wait in waits))
+    assert all(event["status"] == "success" for event in events)
+    per_turn = sorted(collections.Counter(hook.turn_of).values(), reverse=True)
+    assert per_turn == [READS_PER_TICK] * 3 + [1], f"at most {READS_PER_TICK} reads a tick, the rest on the next ones"
+
+
+async def test_the_ticks_of_a_burst_share_one_timer_each_on_consecutive_ticks():
+    loop = asyncio.get_running_loop()
+    futures = [ticks.tick_after(0.2, 0.05) for _ in range(2 * READS_PER_TICK + 1)]
+    whens = sorted(handle.when() for handle in loop._scheduled if not handle.cancelled())  # type: ignore[attr-defined]
+    assert len(whens) == 3, "one timer per tick, not one per read"
+    assert [round(when / 0.05) - round(whens[0] / 0.05) for when in whens] == [0, 1, 2]
+    assert whens[0] == pytest.approx(loop.time() + 0.2, abs=0.03)
+    futures[0].cancel()  # a cancelled wait's place is skipped when its tick comes
+    await asyncio.wait(futures, timeout=10)
+    assert all(future.done() for future in futures) and futures[0].cancelled()
+    assert not ticks._TICKS[loop]._due, "a tick's list is gone once it fired"
 
 
 def test_the_tick_is_at_most_a_tenth_of_the_poll_interval():

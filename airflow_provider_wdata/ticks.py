@@ -1,0 +1,64 @@
+"""Read ticks: an event loop's async reads leave on shared ticks, a bounded number per tick.
+
+Reads due within the same tick of :data:`READ_TICK` seconds go out together, in one event-loop turn, on one timer
+for all of them, so that a triggerer with thousands of waits wakes at most 20 times a second rather than once
+per read. At most :data:`READS_PER_TICK` leave on one tick: the rest of a burst (hundreds of waits deferred
+together, or due together) take the following ticks, so a burst is spread over time instead of holding hundreds
+of requests in flight at once, and the waits that were in lockstep stay spread from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import weakref
+
+#: Async reads due within the same tick of this many seconds go out together (at most a tenth of the poll
+#: interval; a read moves by at most half a tick when its tick has room). Longer ticks save a little more CPU
+#: but send bigger bursts: more connections, more memory, and more 429s before the first one comes back.
+READ_TICK = 0.05
+#: Most reads that leave on one tick of an event loop (400 a second with :data:`READ_TICK`); more due on the
+#: same tick leave on the following ones. A burst bigger than this keeps more requests in flight than the
+#: connection pool can send, and more objects alive at once than the garbage collector's young generations hold.
+READS_PER_TICK = 20
+
+
+class Ticks:
+    """The ticks of one event loop: for each tick with a read due, the futures of those reads, and one timer."""
+
+    def __init__(self) -> None:
+        self._due: dict[tuple[float, int], list[asyncio.Future[None]]] = {}
+
+    def after(self, loop: asyncio.AbstractEventLoop, delay: float, tick: float) -> asyncio.Future[None]:
+        """A future done about ``delay`` seconds from now, on the nearest multiple of ``tick`` with room."""
+        now = loop.time()
+        index = max(round((now + delay) / tick), round(now / tick))
+        while len(self._due.get((tick, index), ())) >= READS_PER_TICK:
+            index += 1
+        woken = loop.create_future()
+        waiting = self._due.get((tick, index))
+        if waiting is None:
+            waiting = self._due[tick, index] = []
+            loop.call_at(index * tick, self._fire, (tick, index), context=_NO_CONTEXT)
+        waiting.append(woken)
+        return woken
+
+    def _fire(self, key: tuple[float, int]) -> None:
+        for woken in self._due.pop(key):
+            if not woken.done():  # its waiter may have been cancelled
+                woken.set_result(None)
+
+
+_TICKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ticks] = weakref.WeakKeyDictionary()
+#: The tick timers read no context variable: they share this context instead of each copying the caller's.
+_NO_CONTEXT = contextvars.Context()
+
+
+def tick_after(delay: float, tick: float) -> asyncio.Future[None]:
+    """A future done about ``delay`` seconds from now, on the running loop's next tick with room (a plain
+    function, not a coroutine: one object fewer per waiting trigger)."""
+    loop = asyncio.get_running_loop()
+    ticks = _TICKS.get(loop)
+    if ticks is None:
+        ticks = _TICKS[loop] = Ticks()
+    return ticks.after(loop, delay, tick)
