@@ -18,8 +18,9 @@ import weakref
 #: but send bigger bursts: more connections, more memory, and more 429s before the first one comes back.
 READ_TICK = 0.05
 #: Most reads that leave on one tick of an event loop (400 a second with :data:`READ_TICK`); more due on the
-#: same tick leave on the following ones. A burst bigger than this keeps more requests in flight than the
-#: connection pool can send, and more objects alive at once than the garbage collector's young generations hold.
+#: same tick leave on the following ones. Bigger bursts keep more requests in flight at once, whose objects the
+#: garbage collector then promotes while they are still in use; smaller ones lose the shared wake-ups
+#: (``benchmarks/README.md``, "Reads per tick").
 READS_PER_TICK = 20
 
 
@@ -31,8 +32,7 @@ class Ticks:
 
     def after(self, loop: asyncio.AbstractEventLoop, delay: float, tick: float) -> asyncio.Future[None]:
         """A future done about ``delay`` seconds from now, on the nearest multiple of ``tick`` with room."""
-        now = loop.time()
-        index = max(round((now + delay) / tick), round(now / tick))
+        index = round((loop.time() + delay) / tick)
         while len(self._due.get((tick, index), ())) >= READS_PER_TICK:
             index += 1
         woken = loop.create_future()
@@ -49,7 +49,9 @@ class Ticks:
                 woken.set_result(None)
 
 
-_TICKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ticks] = weakref.WeakKeyDictionary()
+#: Each loop's ticks, held weakly: its pending tick timers keep them alive, and they hold futures that hold the loop,
+#: so a strong reference here would keep every loop that ever waited (``asyncio.run()`` calls, tests) alive.
+_TICKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[Ticks]] = weakref.WeakKeyDictionary()
 #: The tick timers read no context variable: they share this context instead of each copying the caller's.
 _NO_CONTEXT = contextvars.Context()
 
@@ -58,7 +60,9 @@ def tick_after(delay: float, tick: float) -> asyncio.Future[None]:
     """A future done about ``delay`` seconds from now, on the running loop's next tick with room (a plain
     function, not a coroutine: one object fewer per waiting trigger)."""
     loop = asyncio.get_running_loop()
-    ticks = _TICKS.get(loop)
+    held = _TICKS.get(loop)
+    ticks = held() if held is not None else None
     if ticks is None:
-        ticks = _TICKS[loop] = Ticks()
+        ticks = Ticks()
+        _TICKS[loop] = weakref.ref(ticks)
     return ticks.after(loop, delay, tick)

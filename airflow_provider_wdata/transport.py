@@ -195,10 +195,12 @@ _SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aiohttp.Cl
 
 async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncIterator[None]:
     # An async generator left suspended here is closed by the loop's shutdown_asyncgens(), which
-    # asyncio.run() and the triggerer call as the loop ends: the session closes with its loop.
+    # asyncio.run() and the triggerer call as the loop ends: the session closes with its loop, and its
+    # entry goes (the session holds the loop: left in _SESSIONS, it would keep the loop alive).
     try:
         yield
     finally:
+        _SESSIONS.pop(asyncio.get_running_loop(), None)
         await session.close()
 
 
