@@ -4,7 +4,7 @@ Reads due within the same tick of :data:`READ_TICK` seconds go out together, in 
 for all of them, so that a triggerer with thousands of waits wakes at most 20 times a second rather than once
 per read. At most :data:`READS_PER_TICK` leave on one tick: the rest of a burst (hundreds of waits deferred
 together, or due together) take the following ticks, so a burst is spread over time instead of holding hundreds
-of requests in flight at once, and the waits that were in lockstep stay spread from then on.
+of requests in flight at once, and the waits stay spread over those ticks from then on.
 """
 
 from __future__ import annotations

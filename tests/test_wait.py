@@ -255,8 +255,9 @@ async def test_a_burst_of_reads_due_at_once_leaves_over_the_following_ticks(monk
     ]
     events = await asyncio.gather(*(wait.arun(hook, RecordingLog()) for wait in waits))
     assert all(event["status"] == "success" for event in events)
-    per_turn = sorted(collections.Counter(hook.turn_of).values(), reverse=True)
-    assert per_turn == [READS_PER_TICK] * 3 + [1], f"at most {READS_PER_TICK} reads a tick, the rest on the next ones"
+    per_turn = list(collections.Counter(hook.turn_of).values())
+    # [20, 20, 20, 1]; or, if the instant they are due sits on the edge of two ticks, one more turn
+    assert max(per_turn) == READS_PER_TICK and len(per_turn) in (4, 5), f"at most {READS_PER_TICK} a tick: {per_turn}"
 
 
 async def test_the_ticks_of_a_burst_share_one_timer_each_on_consecutive_ticks():
