@@ -24,7 +24,7 @@ READ_TICK = 0.05
 READS_PER_TICK = 20
 
 
-class Ticks:
+class _Ticks:
     """The ticks of one event loop: for each tick with a read due, the futures of those reads, and one timer."""
 
     def __init__(self) -> None:
@@ -51,7 +51,7 @@ class Ticks:
 
 #: Each loop's ticks, held weakly: its pending tick timers keep them alive, and they hold futures that hold the loop,
 #: so a strong reference here would keep every loop that ever waited (``asyncio.run()`` calls, tests) alive.
-_TICKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[Ticks]] = weakref.WeakKeyDictionary()
+_TICKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[_Ticks]] = weakref.WeakKeyDictionary()
 #: The tick timers read no context variable: they share this context instead of each copying the caller's.
 _NO_CONTEXT = contextvars.Context()
 
@@ -63,6 +63,6 @@ def tick_after(delay: float, tick: float) -> asyncio.Future[None]:
     held = _TICKS.get(loop)
     ticks = held() if held is not None else None
     if ticks is None:
-        ticks = Ticks()
+        ticks = _Ticks()
         _TICKS[loop] = weakref.ref(ticks)
     return ticks.after(loop, delay, tick)

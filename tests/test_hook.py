@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import re
 import threading
-import weakref
 
 import pytest
 
-from airflow_provider_wdata import ticks, transport
+from airflow_provider_wdata import transport
 from airflow_provider_wdata.exceptions import (
     WdataApiError,
     WdataAuthError,
@@ -92,18 +90,6 @@ def test_async_twins_share_one_session_per_loop(wdata_conn):
     assert len(listed) == 3
     assert session.closed, "the shared session closes when its event loop ends"
     assert len(wdata_conn.token_requests) == 1
-
-
-def test_an_ended_event_loop_is_not_kept_alive_by_its_session_or_its_read_ticks():
-    # A worker that calls the async hook through asyncio.run() once per task must not keep every loop it ran.
-    async def main():
-        await transport.shared_session()
-        ticks.tick_after(600, 0.05)  # a read still waiting on its tick when the loop ends
-        return weakref.ref(asyncio.get_running_loop())
-
-    ended = [asyncio.run(main()) for _ in range(3)]
-    gc.collect()
-    assert all(loop() is None for loop in ended), "an ended loop is still referenced"
 
 
 def test_token_is_cached_and_fetched_once_by_many_threads(wdata_conn):
