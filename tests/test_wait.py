@@ -1,4 +1,4 @@
-"""RefreshWait, finish() and the read ticks: the one wait that serves the trigger, poke mode and the operators. No server."""
+"""RefreshWait, finish() and the read ticks: the wait that serves triggers, poke mode and operators. No server."""
 
 from __future__ import annotations
 
