@@ -81,7 +81,16 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 
-def legacy_widgets() -> dict[str, Any]:
+def legacy_field_behaviour(hook_class: type) -> dict[str, Any]:
+    """``UI_FIELD_BEHAVIOUR`` as ``get_ui_field_behaviour`` returns it (Airflow < 3.2)."""
+    return {
+        "hidden_fields": UI_FIELD_BEHAVIOUR["hidden-fields"],
+        "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
+        "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
+    }
+
+
+def legacy_widgets(hook_class: type) -> dict[str, Any]:
     """The extra fields of ``CONN_FIELDS`` as WTForms fields, for ``get_connection_form_widgets`` (Airflow < 3.2).
 
     Only the field classes and keyword arguments that every one of those Airflow versions accepts are used (see
@@ -127,3 +136,12 @@ def legacy_widgets() -> dict[str, Any]:
         ),
         "verify": BooleanField(label("verify"), description=description("verify"), default=True),
     }
+
+
+def without_conn_id(message: str, conn_id: str) -> str:
+    """The UI's "Test" button checks a copy of the connection saved under a random id: leave that id out."""
+    named = f"Connection {conn_id!r}"
+    if message.startswith(f"{named}: "):
+        rest = message[len(named) + 2 :]
+        return rest[:1].upper() + rest[1:]
+    return message.replace(named, "The connection", 1)

@@ -17,11 +17,12 @@ import weakref
 #: interval; a read moves by at most half a tick when its tick has room). Longer ticks save a little more CPU
 #: but send bigger bursts: more connections, more memory, and more 429s before the first one comes back.
 READ_TICK = 0.05
-#: Most reads that leave on one tick of an event loop (400 a second with :data:`READ_TICK`); more due on the
-#: same tick leave on the following ones. Bigger bursts keep more requests in flight at once, whose objects the
-#: garbage collector then promotes while they are still in use; smaller ones lose the shared wake-ups
-#: (``benchmarks/README.md``, "Reads per tick").
-READS_PER_TICK = 20
+#: Most reads that leave on one tick of an event loop (320 a second with :data:`READ_TICK`); more due on the
+#: same tick leave on the following ones. A read in flight holds about 41 objects for the garbage collector, which
+#: runs a young collection once 700 more objects are alive than at its last run: 16 reads in flight stay under
+#: that, 20 crossed it on every tick, and the collections promoted the reads' objects while they were in use
+#: (``benchmarks/README.md``, "Reads per tick"). Smaller ticks lose the shared wake-ups.
+READS_PER_TICK = 16
 
 
 class _Ticks:

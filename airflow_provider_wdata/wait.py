@@ -148,6 +148,13 @@ class RefreshWait:
         log.warning("Could not read the refresh status (%s); will try again.", error)
         return None
 
+    def _on_async_read_error(self, error: Exception, log: Any) -> dict[str, Any] | None:
+        """:meth:`on_read_error`; in a trigger an unexpected error also ends the wait, with a readable event."""
+        if isinstance(error, WdataError):
+            return self.on_read_error(error, log)
+        log.exception("Unexpected error while waiting on the Wdata refresh")
+        return self.event("error", f"Unexpected error while waiting on the refresh: {error!r}", self.last)
+
     @property
     def read_tick(self) -> float:
         """Async reads wake on multiples of this many seconds (``ticks.READ_TICK``, at most a tenth of the interval)."""
@@ -211,38 +218,33 @@ class RefreshWait:
             delay = self.next_delay()
         return self.timeout_event()
 
-    async def aread(self, hook: WdataHook, log: Any) -> dict[str, Any] | None:
-        """Async :meth:`read`; an unexpected error also ends the wait, with a readable event."""
-        self.last_read_at = time.time()
-        try:
-            return self.check(await self.afetch(hook), log)
-        except WdataError as error:
-            return self.on_read_error(error, log)
-        except Exception as error:
-            log.exception("Unexpected error while waiting on the Wdata refresh")
-            return self.event("error", f"Unexpected error while waiting on the refresh: {error!r}", self.last)
-
     async def arun(self, hook: WdataHook, log: Any) -> dict[str, Any]:
-        """Async :meth:`run`, on the loop's read ticks (:mod:`~airflow_provider_wdata.ticks`); a read still going at
-        the deadline is cut off there.
+        """Async :meth:`run`, on the loop's read ticks (:mod:`~airflow_provider_wdata.ticks`); the deadline cuts off
+        a read still going.
 
-        A waiting trigger holds this one coroutine and its place on a tick: thousands wait in one triggerer, and every
-        object they hold is walked by each full garbage collection. The deadline's timer exists only while a read runs.
+        One deadline timer for the whole wait, not one per read: thousands of waits read in one triggerer, and a
+        timer per read left four young objects per read (two of them until asyncio purged the cancelled timer), which
+        brought the garbage collector round more often and promoted them to its oldest generation.
         """
-        delay = self.first_delay()
-        while delay is not None:
-            if delay >= self.deadline - time.time():  # the deadline comes before the next read
-                await asyncio.sleep(max(self.deadline - time.time(), 0.0))
-                break
-            await ticks.tick_after(delay, self.read_tick)
-            try:
-                async with timeout(max(self.deadline - time.time(), 0.0) if math.isfinite(self.deadline) else None):
-                    event = await self.aread(hook, log)
-            except asyncio.TimeoutError:
-                break
-            if event is not None:
-                return event
-            delay = self.next_delay()
+        seconds = self.deadline - time.time()
+        try:
+            async with timeout(max(seconds, 0.0) if math.isfinite(seconds) else None):
+                delay = self.first_delay()
+                while delay is not None:
+                    if delay >= self.deadline - time.time():  # the deadline comes before the next read
+                        await asyncio.sleep(max(self.deadline - time.time(), 0.0))
+                        break
+                    await ticks.tick_after(delay, self.read_tick)
+                    self.last_read_at = time.time()
+                    try:  # read() as a coroutine, inlined: one coroutine fewer per read in flight
+                        event = self.check(await self.afetch(hook), log)
+                    except Exception as error:
+                        event = self._on_async_read_error(error, log)
+                    if event is not None:
+                        return event
+                    delay = self.next_delay()
+        except asyncio.TimeoutError:
+            pass
         return self.timeout_event()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import pstats
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ ROWS: list[tuple[str, Any]] = [
     ("event-loop lag max ms, steady polls", lambda f: _num(f["steady_lag"]["max_ms"], ".1f")),
     ("peak RSS KB per wait", lambda f: f"{f['rss_kb_per_wait']:.1f}"),
     ("garbage collection ms (longest)", lambda f: f"{f['gc_ms']:,.0f} ({f['gc_longest_ms']:.0f})"),
+    ("  collections: young, middle, full", lambda f: ", ".join(str(count) for count in f["gc_counts"])),
     ("wall s, first start to last event", lambda f: f"{f['wall_s']:.1f}"),
 ]
 
@@ -135,6 +137,49 @@ def targets(results: list[dict[str, Any]]) -> list[str]:
                     f"{_num(extra, ',.0f')} µs more than a steady read of {_num(steady, ',.0f')} µs "
                     f"({_num(times, '.2f')} steady reads){note or f'; target <= {FIRST_READ_EXTRA:g}'}"
                 )
+    return lines
+
+
+#: The figures that have a target, by scenario: what ``--repeat`` sums up over its runs.
+REPEATED: dict[str, list[tuple[str, Any, Any, str]]] = {
+    "a": [
+        ("event-loop lag max", lambda r: r["left"]["lag"]["max_ms"], lambda v: v < LAG_MAX_MS, "{:.0f} ms"),
+        ("CPU per request vs bare loop", lambda r: ratio(r, "cpu_us_per_request"), lambda v: v <= CPU_RATIO, "{:.2f}x"),
+    ],
+    "b": [
+        ("CPU per request vs bare loop", lambda r: ratio(r, "cpu_us_per_request"), lambda v: v <= CPU_RATIO, "{:.2f}x"),
+    ],
+    "5000": [
+        ("event-loop lag max", lambda r: r["left"]["lag"]["max_ms"], lambda v: v < LAG_MAX_MS, "{:.0f} ms"),
+        ("RSS per wait", lambda r: r["left"]["rss_kb_per_wait"], lambda v: v < RSS_KB_PER_WAIT, "{:.1f} KB"),
+    ],
+    "e": [
+        (
+            "429s in the worst 1 s window",
+            lambda r: r["left"]["throttled"]["max_per_window"],
+            lambda v: v <= THROTTLED_PER_WINDOW,
+            "{:.0f}",
+        )
+    ],
+}
+
+
+def repeated(results: list[dict[str, Any]]) -> list[str]:
+    """For ``--repeat``: each target's figure over the runs, its median and range, and how many runs met it."""
+    lines = []
+    for key, figures in REPEATED.items():
+        runs = [r for r in results if r["scenario"]["key"] == key]
+        if len(runs) < 2:
+            continue
+        title = runs[0]["scenario"]["title"]
+        for name, value, ok, fmt in figures:
+            values = sorted(value(r) for r in runs)
+            met = sum(1 for v in values if ok(v))
+            lines.append(
+                f"{title}, {name}: median {fmt.format(statistics.median(values))}, {fmt.format(values[0])} to "
+                f"{fmt.format(values[-1])}; within target in {met} of {len(values)} runs "
+                f"({', '.join(fmt.format(value(r)) for r in runs)} in run order)"
+            )
     return lines
 
 

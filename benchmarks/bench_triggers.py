@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from _report import print_profile, table, targets
+from _report import print_profile, repeated, table, targets
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -382,6 +382,7 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every N by this (quick runs)")
     parser.add_argument("--profile", choices=keys, help="run this scenario only, the triggers under cProfile")
     parser.add_argument("--together", action="store_true", help="run the two clients of a scenario side by side")
+    parser.add_argument("--repeat", type=int, default=1, help="run the chosen scenarios this many times, in turn")
     parser.add_argument("--out", default=str(HERE / "last-run.json"))
     args = parser.parse_args()
     chosen = [args.profile] if args.profile else args.only or DEFAULT_KEYS
@@ -399,7 +400,7 @@ def main() -> int:
             for name in ("left", "right"):
                 sims[name] = Simulator(name, workdir)
                 os.environ[f"AIRFLOW_CONN_WDATA_{name.upper()}"] = json.dumps(sims[name].connection)
-            for scenario in scenarios:
+            for run, scenario in [(run, s) for run in range(1, args.repeat + 1) for s in scenarios]:
                 sides = " / ".join(side.label for side in scenario.sides)
                 print(
                     f"{scenario.title}: {scenario.n:,} waits, every {scenario.interval:g} s, "
@@ -409,6 +410,7 @@ def main() -> int:
                 profile = HERE / "profile.prof" if args.profile else None
                 result = run_scenario(scenario, sims, workdir, profile, args.together)
                 result["title"] = scenario.title + ("" if args.scale == 1 else f" (N={scenario.n:,})")
+                result["title"] += f", run {run}" if args.repeat > 1 else ""
                 results.append(result)
         finally:
             for sim in sims.values():
@@ -420,6 +422,10 @@ def main() -> int:
     print("Targets of the scale issue (printed only: the benchmark exits 0 either way):")
     for line in targets(results):
         print("  " + line)
+    if args.repeat > 1:
+        print(f"\nOver the {args.repeat} runs:")
+        for line in repeated(results):
+            print("  " + line)
     duration = time.monotonic() - started
     machine = f"{os.cpu_count()} CPUs, Python {platform.python_version()}, Linux {platform.release()}"
     print(f"\n{duration:.0f} s; {machine}")

@@ -343,16 +343,17 @@ def ending_after(trigger, reads: int):
 
     def counting_wait():
         wait = make_wait()
-        aread, done = wait.aread, []
+        afetch, done = wait.afetch, []
 
-        async def counted(hook, log):
-            event = await aread(hook, log)
-            done.append(1)
-            if len(done) >= reads:
-                wait.deadline = min(wait.deadline, time.time())
-            return event
+        async def counted(hook):
+            try:
+                return await afetch(hook)
+            finally:
+                done.append(1)
+                if len(done) >= reads:
+                    wait.deadline = min(wait.deadline, time.time())
 
-        wait.aread = counted
+        wait.afetch = counted
         trigger.wait = wait
         return wait
 

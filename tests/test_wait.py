@@ -296,22 +296,22 @@ class Running:
         return batch("running", "running")
 
 
-def _timers_of(task: asyncio.Task) -> list[asyncio.TimerHandle]:
-    # Every live timer of the loop: the waits under test are the only ones scheduling any.
-    loop = task.get_loop()
-    return [handle for handle in loop._scheduled if not handle.cancelled()]  # type: ignore[attr-defined]
-
-
-async def test_between_reads_a_wait_keeps_one_timer_and_no_deadline_timer():
-    # Thousands of waits rest in one triggerer: each object they hold is walked by every full garbage collection.
+async def test_a_wait_keeps_one_deadline_timer_for_all_its_reads_and_no_timer_per_read():
+    # Thousands of waits read in one triggerer. A deadline timer per read left its cancelled timer in the loop's
+    # heap, with its context, until asyncio purged it: young objects per read, promoted by the garbage collector.
     hook, log = Running(), RecordingLog()
-    wait = BatchWait(batch_id="b-1", poll_interval=30, deadline=time.time() + 600, last_read_at=time.time() - 30)
+    wait = BatchWait(batch_id="b-1", poll_interval=0.05, deadline=time.time() + 600, last_read_at=time.time())
     task = asyncio.create_task(wait.arun(hook, log))
-    await hook.read.wait()
-    await asyncio.sleep(0)  # the read's answer is decided and the next sleep begins
-    timers = _timers_of(task)
-    assert len(timers) == 1, f"one timer while resting (its wake-up), not {timers}"
-    assert timers[0].when() - asyncio.get_running_loop().time() == pytest.approx(30, abs=1), "the next read's"
+    for _ in range(3):
+        hook.read.clear()
+        await hook.read.wait()
+    await asyncio.sleep(0)  # the read's answer is decided and the next wait on a tick begins
+    loop = asyncio.get_running_loop()
+    scheduled = list(loop._scheduled)  # type: ignore[attr-defined]
+    assert not [handle for handle in scheduled if handle.cancelled()], "three reads left no cancelled timer behind"
+    until = sorted(handle.when() - loop.time() for handle in scheduled)
+    assert len(until) == 2, f"two timers: the next read's tick and the deadline, not {scheduled}"
+    assert until[0] <= 0.05 and until[1] == pytest.approx(600, abs=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import tenacity
@@ -12,6 +12,7 @@ from airflow_provider_wdata import protocol, shared_config
 from airflow_provider_wdata._compat import BaseHook, aget_connection
 from airflow_provider_wdata.assets import report_hook_lineage
 from airflow_provider_wdata.config import WdataConfig, build_config
+from airflow_provider_wdata.connection_form import legacy_field_behaviour, legacy_widgets, without_conn_id
 from airflow_provider_wdata.exceptions import WdataAuthError, WdataConfigError, WdataError
 from airflow_provider_wdata.models import ConnectionRun, RefreshBatch, WdataConnection
 from airflow_provider_wdata.protocol import ApiRequest, Envelope, RawResponse
@@ -290,10 +291,24 @@ class WdataHook(BaseHook):
 
         return await tenacity.AsyncRetrying(**self._retry_policy(request))(again)
 
-    async def _acall(self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any) -> T:
-        config = self._config or await self.aget_config()
-        request = _build(config, build, *args, **kw)
-        # _arequest, inlined: thousands of reads in flight each hold one coroutine fewer.
+    def _acall(
+        self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], *args: Any, **kw: Any
+    ) -> Awaitable[T]:
+        # A plain function handing back a coroutine: the build's arguments are let go before the request is sent,
+        # not held by a frame while it is in flight (thousands are, in a triggerer).
+        config = self._config
+        if config is None:
+            return self._acall_after_lookup(parse, build, args, kw)
+        return self._asend(parse, _build(config, build, *args, **kw), config)
+
+    async def _acall_after_lookup(
+        self, parse: Callable[[Any], T], build: Callable[..., ApiRequest], args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> T:
+        config = await self.aget_config()
+        return await self._asend(parse, _build(config, build, *args, **kw), config)
+
+    async def _asend(self, parse: Callable[[Any], T], request: ApiRequest, config: WdataConfig) -> T:
+        """:meth:`_arequest`, parsed, with the first try's failure handed to :meth:`_aafter_failure` from here."""
         try:
             return parse((await self._atry_once(request, config)).body)
         except WdataError as error:
@@ -450,40 +465,18 @@ class WdataHook(BaseHook):
             config = self.config
             envelope = self._request(protocol.list_connections(limit=1), config)
         except WdataError as error:
-            return False, _without_conn_id(str(error), self.wdata_conn_id)
+            return False, without_conn_id(str(error), self.wdata_conn_id)
         seen = "at least one connection" if protocol.connections_in(envelope) else "no connections yet"
         return True, f"Connected to Wdata at {config.base_url} as client {config.client_id}: {seen} visible."
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form on Airflow before 3.2 (3.2+ reads it from the provider info)."""
-        from airflow_provider_wdata.connection_form import UI_FIELD_BEHAVIOUR
-
-        return {
-            "hidden_fields": UI_FIELD_BEHAVIOUR["hidden-fields"],
-            "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
-            "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
-        }
-
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form on Airflow before 3.2."""
-        from airflow_provider_wdata.connection_form import legacy_widgets
-
-        return legacy_widgets()
+    # The connection form on Airflow before 3.2 (3.2+ reads it from the provider info). Airflow looks for these in
+    # the class's own __dict__: they cannot come from a base class.
+    get_ui_field_behaviour: classmethod[Any, [], dict[str, Any]] = classmethod(legacy_field_behaviour)
+    get_connection_form_widgets: classmethod[Any, [], dict[str, Any]] = classmethod(legacy_widgets)
 
 
 #: How long hooks in one event loop reuse a checked Airflow connection (seconds); see :meth:`WdataHook.aget_config`.
 CONNECTION_REUSE_SECONDS = 30.0
-
-
-def _without_conn_id(message: str, conn_id: str) -> str:
-    """The UI's "Test" button checks a copy of the connection saved under a random id: leave that id out."""
-    named = f"Connection {conn_id!r}"
-    if message.startswith(f"{named}: "):
-        rest = message[len(named) + 2 :]
-        return rest[:1].upper() + rest[1:]
-    return message.replace(named, "The connection", 1)
 
 
 def _filters(
