@@ -96,6 +96,17 @@ SCENARIOS = [
     Scenario("5000", "(c) N=5,000", 5000, 20.0, "c-p2", "stagger"),
     # A triggerer restarted or taking over: every first read is due; the bare loop fires them in one turn.
     Scenario("a", "(a) 1,000 due at once", 1000, 5.0, "c-p4", "once", (PROVIDER_DUE, BARE)),
+    # (a) against a bare loop that spreads its first reads as the provider does: the provider's own overhead,
+    # without the difference in when the reads are sent (not run by default; not a target).
+    Scenario(
+        "a-spread",
+        "(a) against a spreading bare loop",
+        1000,
+        5.0,
+        "c-p4",
+        "once",
+        (PROVIDER_DUE, Side("bare loop, spread", "bare", spread=True)),
+    ),
     Scenario("b", "(b) 500 deferred at once", 500, 2.0, "c-p8", "once"),
     # A sensor read, then deferred; the refresh ends 10 s after it started: polling every 4 s from the
     # sensor's read ends on the third read; an immediate re-read would make it four.
