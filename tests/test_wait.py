@@ -258,7 +258,7 @@ async def test_a_burst_of_reads_due_at_once_leaves_over_the_following_ticks(monk
     events = await asyncio.gather(*(wait.arun(hook, RecordingLog()) for wait in waits))
     assert all(event["status"] == "success" for event in events)
     per_turn = list(collections.Counter(hook.turn_of).values())
-    # [20, 20, 20, 1]; or, if the instant they are due sits on the edge of two ticks, one more turn
+    # [16, 16, 16, 1]; or, if the instant they are due sits on the edge of two ticks, one more turn
     assert max(per_turn) == READS_PER_TICK and len(per_turn) in (4, 5), f"at most {READS_PER_TICK} a tick: {per_turn}"
 
 
