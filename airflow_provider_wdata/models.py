@@ -25,7 +25,7 @@ def _camel(name: str) -> str:
 
 
 def _is_mapping(value: Any) -> bool:
-    return isinstance(value, Mapping)
+    return type(value) is dict or isinstance(value, Mapping)  # JSON gives dicts: no ABC check for them
 
 
 def _text(value: Any) -> str | None:

@@ -64,6 +64,9 @@ class ApiRequest(NamedTuple):
     json_body: Any = None
     #: A POST that starts a refresh: sent again only when the service certainly did not accept it.
     starts_refresh: bool = False
+    #: A status read, sent again and again while a refresh runs: an answer with the very bytes of the last one is
+    #: the same refresh, and is not decoded again.
+    polled: bool = False
 
     def url(self, base_url: str) -> str:
         return base_url + self.path
@@ -119,7 +122,7 @@ def _workspace(workspace_id: str | None) -> tuple[tuple[str, str], ...]:
 
 def get_batch_refresh(batch_id: str, workspace_id: str | None = None) -> ApiRequest:
     path = f"/api/v1/connections/batch/refresh/{path_param('batch_id', batch_id)}"
-    return ApiRequest("GET", path, _workspace(workspace_id))
+    return ApiRequest("GET", path, _workspace(workspace_id), polled=True)
 
 
 def refresh_connection_item(item: Any, *, workspace_id: str | None = None, where: str = "") -> dict[str, Any]:
@@ -201,7 +204,7 @@ def refresh_connection(connection_id: str, workspace_id: str | None = None, **fi
 def get_connection_refresh(connection_id: str, job_id: str, workspace_id: str | None = None) -> ApiRequest:
     path = f"/api/v1/connections/{path_param('connection_id', connection_id)}/status"
     path_param("job_id", job_id)
-    return ApiRequest("GET", path, (("jobId", job_id), *_workspace(workspace_id)))
+    return ApiRequest("GET", path, (("jobId", job_id), *_workspace(workspace_id)), polled=True)
 
 
 def get_connection(connection_id: str, workspace_id: str | None = None) -> ApiRequest:
@@ -449,13 +452,31 @@ def refine_error(request: ApiRequest, error: WdataError) -> WdataError:
 
 
 class ConnectionPages:
-    """Collects the pages of a list call; refuses a cursor that comes back (it would loop forever)."""
+    """A list call's pages: the request for the next one, and what they held; refuses a cursor that comes back (it
+    would loop forever)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        source_type: str | None = None,
+        source_id: str | None = None,
+        destination_type: str | None = None,
+        destination_id: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> None:
+        self.filters: dict[str, Any] = {
+            "source_type": source_type,
+            "source_id": source_id,
+            "destination_type": destination_type,
+            "destination_id": destination_id,
+            "limit": limit,
+        }
         self.found: list[WdataConnection] = []
         self.cursor: str | None = None
         self.done = False
         self._seen: set[str] = set()
+
+    def next_request(self) -> ApiRequest:
+        return list_connections(cursor=self.cursor, **self.filters)
 
     def add(self, envelope: Envelope) -> None:
         self.found += connections_in(envelope)

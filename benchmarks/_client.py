@@ -7,7 +7,9 @@
   ``--last-read now`` gives each trigger ``last_read_at=time.time()`` (a task that deferred right after its own
   read); ``--reuse-seconds`` sets ``airflow_provider_wdata.hooks.wdata.CONNECTION_REUSE_SECONDS`` (0: every
   trigger looks the connection up); ``--init-secret-cache`` calls ``airflow.sdk.SecretCache.init()`` as
-  Airflow's DAG processor does (``[secrets] use_cache`` comes from the environment).
+  Airflow's DAG processor does (``[secrets] use_cache`` comes from the environment); ``--burst`` sets
+  ``airflow_provider_wdata.wait.FIRST_READ_SPREAD_MAX`` to 0 and ``airflow_provider_wdata.ticks.READS_PER_TICK``
+  out of reach, so that due reads leave together as the bare loop sends them.
 - ``--mode bare``: the reference, a bare polling loop: one shared ``aiohttp.ClientSession`` with a pool of 100
   connections (the provider's), one token, and N coroutines doing the same GETs on the same schedule, each
   parsing the JSON and checking the two statuses; on a 429 it sleeps ``Retry-After`` and tries again. With
@@ -203,6 +205,12 @@ async def measure(args: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
             hooks.CONNECTION_REUSE_SECONDS = args.reuse_seconds
         if args.init_secret_cache:
             SecretCache.init()
+        if args.burst:
+            import airflow_provider_wdata.ticks as ticks
+            import airflow_provider_wdata.wait as waits
+
+            waits.FIRST_READ_SPREAD_MAX = 0.0
+            ticks.READS_PER_TICK = 1_000_000
         await BaseHook.aget_connection("wdata_default")
     events: list[list[Any]] = []
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL_SIZE)) if args.mode == "bare" else None
@@ -264,6 +272,7 @@ def main() -> int:
     parser.add_argument("--reuse-seconds", type=float, default=None, help="trigger: CONNECTION_REUSE_SECONDS")
     parser.add_argument("--init-secret-cache", action="store_true", help="trigger: SecretCache.init()")
     parser.add_argument("--spread", action="store_true", help="bare: spread the first reads like the provider")
+    parser.add_argument("--burst", action="store_true", help="trigger: no first-read spread, no cap per tick")
     parser.add_argument("--interval", type=float, required=True)
     parser.add_argument("--start", choices=("stagger", "once"), default="stagger")
     parser.add_argument("--idle", type=float, default=1.0, help="seconds of idle baseline")

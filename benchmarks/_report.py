@@ -104,9 +104,9 @@ def targets(results: list[dict[str, Any]]) -> list[str]:
                 f"{verdict(lag < LAG_MAX_MS)}  {title}: event-loop lag max {lag:.0f} ms "
                 f"(bare loop {right['lag']['max_ms']:.0f} ms); target < {LAG_MAX_MS:.0f} ms"
             )
-        if key in ("a", "b", "a-spread"):
+        if key in ("a", "b", "a-spread", "a-burst"):
             whole, steady = ratio(r, "cpu_us_per_request"), ratio(r, "steady", "cpu_us_per_request")
-            target = key != "a-spread"
+            target = key in ("a", "b")
             lines.append(
                 f"{verdict(whole <= CPU_RATIO) if target else 'info'}  {title}: CPU per request vs {right_side(r)} "
                 f"{whole:.2f}x whole waits ({steady:.2f}x steady polls); "
@@ -154,6 +154,9 @@ REPEATED: dict[str, list[tuple[str, Any, Any, str]]] = {
     ],
     "a-spread": [
         ("CPU per request vs spreading bare loop", lambda r: ratio(r, "cpu_us_per_request"), None, "{:.2f}x"),
+    ],
+    "a-burst": [
+        ("CPU per request, provider bursting vs bare loop", lambda r: ratio(r, "cpu_us_per_request"), None, "{:.2f}x"),
     ],
     "b": [
         ("CPU per request vs bare loop", lambda r: ratio(r, "cpu_us_per_request"), lambda v: v <= CPU_RATIO, "{:.2f}x"),

@@ -51,6 +51,7 @@ class Side:
     use_cache: bool = False  # AIRFLOW__SECRETS__USE_CACHE=True in the client's environment
     init_cache: bool = False  # trigger: airflow.sdk.SecretCache.init(), as Airflow's DAG processor does
     spread: bool = False  # bare: spread the first reads as the provider does
+    burst: bool = False  # trigger: no first-read spread and no cap per tick, as the bare loop sends its reads
 
     def args(self) -> list[str]:
         out = ["--mode", self.mode]
@@ -60,6 +61,8 @@ class Side:
                 out += ["--reuse-seconds", str(self.reuse_seconds)]
             if self.init_cache:
                 out += ["--init-secret-cache"]
+            if self.burst:
+                out += ["--burst"]
         elif self.spread:
             out += ["--spread"]
         return out
@@ -106,6 +109,17 @@ SCENARIOS = [
         "c-p4",
         "once",
         (PROVIDER_DUE, Side("bare loop, spread", "bare", spread=True)),
+    ),
+    # (a) with the provider sending as the bursting bare loop does (its first-read spread and its cap per tick
+    # off): the provider's own overhead on the same schedule (not run by default; not a target).
+    Scenario(
+        "a-burst",
+        "(a) with the provider bursting",
+        1000,
+        5.0,
+        "c-p4",
+        "once",
+        (Side("provider, bursting", "trigger", burst=True), BARE),
     ),
     Scenario("b", "(b) 500 deferred at once", 500, 2.0, "c-p8", "once"),
     # A sensor read, then deferred; the refresh ends 10 s after it started: polling every 4 s from the

@@ -38,7 +38,9 @@ def raw(status: int, body: object = b"", headers: dict | None = None, too_large:
 
 def test_batch_status_request():
     request = protocol.get_batch_refresh("b-1", workspace_id="ws-1")
-    assert request == ApiRequest("GET", "/api/v1/connections/batch/refresh/b-1", (("workspaceId", "ws-1"),))
+    assert request == ApiRequest(
+        "GET", "/api/v1/connections/batch/refresh/b-1", (("workspaceId", "ws-1"),), polled=True
+    )
     assert not request.starts_refresh
     assert (
         request.url("https://h.test/s/wdata/prep") == "https://h.test/s/wdata/prep/api/v1/connections/batch/refresh/b-1"
@@ -175,7 +177,7 @@ def test_single_refresh_request():
 def test_connection_run_status_request():
     request = protocol.get_connection_refresh("conn-1", "job-9", workspace_id="ws")
     assert request == ApiRequest(
-        "GET", "/api/v1/connections/conn-1/status", (("jobId", "job-9"), ("workspaceId", "ws"))
+        "GET", "/api/v1/connections/conn-1/status", (("jobId", "job-9"), ("workspaceId", "ws")), polled=True
     )
     with pytest.raises(WdataConfigError, match="job_id"):
         protocol.get_connection_refresh("conn-1", "../x")
