@@ -85,6 +85,7 @@ demo: env
 
 bench: env
 	$(BIN)/python benchmarks/bench_triggers.py
+	$(BIN)/python benchmarks/bench_read_cost.py
 
 # Mutation testing of the pure layer (not part of `make test`): mutmut mutates MUTATE_MODULES one change at a
 # time and runs MUTATE_TESTS (fast, no Airflow run) against each mutant; a surviving mutant is a change no test
