@@ -6,10 +6,10 @@ exits 0 either way), and writes them to ``benchmarks/last-run.json`` (not commit
 ``benchmarks/README.md`` for the method and what each figure includes.
 
 Options: ``--only KEY`` (run only these scenarios: 100, 1000, 5000, a, a-spread, a-burst, b, d, e, f, g, h; the
-default is every one but 100, a-spread, a-burst and h), ``--scale F`` (multiply every N by F: quick runs while developing), ``--profile KEY`` (run
-one scenario with the left client under cProfile, print the top functions and write ``benchmarks/profile.prof``;
-its CPU figures are inflated by the profiler), ``--together`` (run the two clients of a scenario side by side
-instead of one after the other, as runs before 2026-12-02 did).
+default is every one but 100, a-spread, a-burst and h), ``--scale F`` (multiply every N by F: quick runs while
+developing), ``--profile KEY`` (run one scenario with the left client under cProfile, print the top functions and
+write ``benchmarks/profile.prof``; its CPU figures are inflated by the profiler), ``--together`` (run the two
+clients of a scenario side by side instead of one after the other, as runs before 2026-12-02 did), ``--repeat N``.
 """
 
 from __future__ import annotations
