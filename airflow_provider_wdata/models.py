@@ -2,7 +2,8 @@
 
 Built from the service's camelCase JSON with ``from_api``; tolerant of missing, null, mistyped and unknown
 fields (a new field from the service is ignored, a missing one reads as None). ``to_dict`` gives back a
-plain JSON-able dict with snake_case keys, fit for XCom.
+plain JSON-able dict with snake_case keys, fit for XCom. Shallowly immutable: the mappings are read-only views,
+but what is nested in them is the decoded JSON's own; unchanged status reads hand back the same object.
 """
 
 from __future__ import annotations

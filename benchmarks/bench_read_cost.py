@@ -1,11 +1,11 @@
 """What the provider's own Python costs per status read and per wait, with the network taken out.
 
-``make bench`` runs it after ``bench_triggers.py`` (a few seconds). The hook's transport is replaced by one that
+``make bench`` runs it after ``bench_triggers.py`` (about 20 s). The hook's transport is replaced by one that
 answers from memory (the one private seam this script uses: ``WdataHook._atransport``), so the figures hold
 only what the provider adds between a response and the wait's decision: the pacer and token checks, building
 the request, reading the envelope, the models, the decision, its log line and the final event. aiohttp, TLS,
 sockets and the simulator are left out: both sides of ``bench_triggers.py`` pay those alike. The figures are
-CPU µs (``time.process_time``), each the median of five rounds; unlike the CPU ratios of ``bench_triggers.py``
+CPU µs (``time.process_time``), each the median of nine rounds; unlike the CPU ratios of ``bench_triggers.py``
 they hardly move between runs on a busy machine, so a change in the provider's own cost shows here first.
 
 - *read*: ``await hook.aget_batch_refresh(id)`` then ``wait.check(refresh)``, statuses unchanged, for a batch of

@@ -10,7 +10,7 @@ import collections
 
 import pytest
 
-from airflow_provider_wdata import models
+from airflow_provider_wdata import models, protocol
 from airflow_provider_wdata.exceptions import WdataApiError
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.testing import Fault, WdataSimulator
@@ -88,3 +88,46 @@ def test_async_reads_hold_the_last_answer_too_and_other_calls_are_always_read(ru
     assert looked_up[0] is not looked_up[1], "a lookup is not a status read: read each time"
     assert built["ConnectionRun"] == 1 + 2, "one status answer; each lookup carries the connection's last run"
     assert built["WdataConnection"] == 2
+
+
+class Replaying:
+    """The hook's own transport, but for the answers queued here, sent in its place one by one."""
+
+    def __init__(self, real):
+        self.real, self.queued, self.last = real, [], None
+
+    def send(self, request, config, token):
+        if self.queued:
+            return self.queued.pop(0)
+        self.last = self.real.send(request, config, token)
+        return self.last
+
+    def post_token(self, config):
+        return self.real.post_token(config)
+
+
+def test_the_same_bytes_are_the_held_answer_only_for_the_same_request_parser_and_http_status(running, built):
+    hook = WdataHook(max_attempts=1)
+    batch_id = hook.start_batch_refresh(["conn-1"]).batch_refresh_id
+    replay = hook._transport = Replaying(hook._transport)
+    held = hook.get_batch_refresh(batch_id)
+    same = replay.last
+    assert not [part for part in hook._held if isinstance(part, bytes) and len(part) > 16], "a digest, not the body"
+    built.clear()
+
+    replay.queued = [same._replace(status=500)]
+    with pytest.raises(WdataApiError, match="HTTP 500"):
+        hook.get_batch_refresh(batch_id)
+    replay.queued = [same]
+    elsewhere = hook.get_batch_refresh(batch_id, workspace_id="ws-2")
+    assert elsewhere == held and elsewhere is not held, "another workspace's read is decoded: its own request"
+    replay.queued = [same]
+    assert hook._call(lambda body: "parsed again", protocol.get_batch_refresh, batch_id) == "parsed again"
+    assert built["RefreshBatch"] == 1
+
+    held = hook.get_batch_refresh(batch_id)  # the first request's answer is held again
+    tokens = len(running.token_requests)
+    replay.queued = [same._replace(status=401, body=b""), same]
+    assert hook.get_batch_refresh(batch_id) is held, "a 401, a fresh token, then the same bytes: the held answer"
+    assert len(running.token_requests) == tokens + 1
+    assert built["RefreshBatch"] == 2
