@@ -30,21 +30,37 @@ class _Ticks:
 
     def __init__(self) -> None:
         self._due: dict[tuple[float, int], list[asyncio.Future[None]]] = {}
+        # For each full tick not fired yet, a later tick at or before the first with room (a union-find "next
+        # free" pointer, shortened as it is followed): a burst of N reads finds room in near-constant time per read
+        # instead of walking the N/16 full ticks before it (5,000 at once took 87 ms of one loop turn, 20,000 1.4 s).
+        self._full: dict[tuple[float, int], int] = {}
 
     def after(self, loop: asyncio.AbstractEventLoop, delay: float, tick: float) -> asyncio.Future[None]:
         """A future done about ``delay`` seconds from now, on the nearest multiple of ``tick`` with room."""
-        index = round((loop.time() + delay) / tick)
-        while len(self._due.get((tick, index), ())) >= READS_PER_TICK:
-            index += 1
+        index = self._with_room(tick, round((loop.time() + delay) / tick))
         woken = loop.create_future()
         waiting = self._due.get((tick, index))
         if waiting is None:
             waiting = self._due[tick, index] = []
             loop.call_at(index * tick, self._fire, (tick, index), context=_NO_CONTEXT)
         waiting.append(woken)
+        if len(waiting) >= READS_PER_TICK:
+            self._full[tick, index] = index + 1
         return woken
 
+    def _with_room(self, tick: float, index: int) -> int:
+        """The first tick at or after ``index`` with room. Ticks fire in order, so the full ones a pointer passes
+        over have not fired while the tick it starts from has not."""
+        found = index
+        while (tick, found) in self._full:
+            found = self._full[tick, found]
+        while index != found:  # every full tick passed now points at the one found
+            passed, index = index, self._full[tick, index]
+            self._full[tick, passed] = found
+        return found
+
     def _fire(self, key: tuple[float, int]) -> None:
+        self._full.pop(key, None)
         for woken in self._due.pop(key):
             if not woken.done():  # its waiter may have been cancelled
                 woken.set_result(None)

@@ -6,7 +6,9 @@ import asyncio
 import collections
 import gc
 import math
+import random
 import time
+import types
 import weakref
 
 import pytest
@@ -269,6 +271,71 @@ def test_a_read_whose_tick_has_room_moves_by_at_most_half_a_tick(now):
     moved = [put_on[delay] - (now + delay) for delay in delays]
     assert all(abs(m) <= tick / 2 + 1e-9 for m in moved), max(moved, key=abs)
     assert sorted(clock.timers) == sorted({key[1] * tick for key in due._due}), "one timer per tick"
+
+
+class SteppedClock(StoppedClock):
+    """A :class:`StoppedClock` moved by hand, firing the tick timers that came due, in order."""
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.calls: list[tuple[float, int, object, tuple]] = []
+
+    def create_future(self) -> object:
+        return types.SimpleNamespace(done=lambda: False, set_result=lambda result: None)
+
+    def call_at(self, when: float, callback, *args, context=None) -> None:
+        self.calls.append((when, len(self.calls), callback, args))
+
+    def move_to(self, now: float) -> None:
+        self.now = now
+        for call in sorted(c for c in self.calls if c[0] <= now):
+            self.calls.remove(call)
+            call[2](*call[3])
+
+
+def test_reads_go_on_the_first_tick_with_room_as_a_walk_over_every_tick_would_put_them():
+    # The reference: from the nearest tick, one tick at a time to the first with room; a fired tick is empty again.
+    rng = random.Random(15)
+    tick, clock, due = 0.05, SteppedClock(1000.0), ticks._Ticks()
+    taken: dict[int, int] = {}
+    for step in range(3000):
+        if step % 250 == 249:  # time moves on: the ticks passed fire
+            clock.move_to(clock.now + rng.uniform(0, 1.5))
+            taken = {index: count for index, count in taken.items() if index * tick > clock.now}
+        delay = rng.choice([0.0, 1.0, rng.uniform(0, 3)])  # bursts due at the same instant, and spread reads
+        expected = round((clock.now + delay) / tick)
+        while taken.get(expected, 0) >= READS_PER_TICK:
+            expected += 1
+        taken[expected] = taken.get(expected, 0) + 1
+        woken = due.after(clock, delay, tick)  # type: ignore[arg-type]
+        assert woken in due._due[tick, expected], f"read {step} put on another tick than {expected}"
+    clock.move_to(clock.now + 10)
+    assert not due._due and not due._full, "nothing is kept once every tick fired"
+
+
+def test_a_burst_of_thousands_finds_room_in_a_few_lookups_per_read():
+    class Counted(dict):
+        lookups = 0
+
+        def __contains__(self, key) -> bool:
+            Counted.lookups += 1
+            return super().__contains__(key)
+
+        def __getitem__(self, key):
+            Counted.lookups += 1
+            return super().__getitem__(key)
+
+        def get(self, key, default=None):
+            Counted.lookups += 1
+            return super().get(key, default)
+
+    clock, due = StoppedClock(1000.0), ticks._Ticks()
+    due._due, due._full = Counted(), Counted()  # every look at the ticks is counted
+    n = 20_000  # 1,250 full ticks: walking them one by one from the first takes 12.5 million lookups (626 a read)
+    for _ in range(n):
+        due.after(clock, 5.0, 0.05)  # type: ignore[arg-type]
+    assert len(due._due) == n // READS_PER_TICK and all(len(f) == READS_PER_TICK for f in due._due.values())
+    assert Counted.lookups <= 8 * n, f"{Counted.lookups / n:.1f} lookups per read"
 
 
 async def test_a_burst_of_reads_due_at_once_leaves_over_the_following_ticks(monkeypatch):
