@@ -2,11 +2,16 @@
 each release).
 
 - BaseOperator, BaseSensorOperator, PokeReturnValue, Connection, Context: ``airflow.sdk`` from 3.0.
+- DAG, task, task_group, for the tests: ``airflow.sdk`` from 3.0; ``airflow.models.dag`` and ``airflow.decorators``
+  on 2.11. Imported on first use (see ``__getattr__``): Airflow's task decorators take 0.2 s to import.
+- ResolveMixin, the base of what Airflow resolves when it renders a task (XComArg, MappedArgument, DagParam...):
+  ``airflow.sdk.definitions._internal.mixins`` from 3.0, ``airflow.utils.mixins`` on 2.11.
 - BaseHook: ``airflow.sdk`` from 3.1 (3.0 still has it in ``airflow.hooks.base`` only); its
   ``aget_connection`` from 3.1 too, before which ``get_connection`` runs in a thread.
-- AirflowException, AirflowFailException, AirflowSkipException, conf: ``airflow.sdk.exceptions`` and
-  ``airflow.sdk.configuration`` from 3.2. 3.1 has no ``airflow.sdk.configuration`` and no ``AirflowSkipException`` in
-  ``airflow.sdk.exceptions``; its task runner, like 3.0's, catches ``airflow.exceptions.AirflowSkipException``.
+- AirflowException, AirflowFailException, AirflowSensorTimeout, AirflowSkipException, conf:
+  ``airflow.sdk.exceptions`` and ``airflow.sdk.configuration`` from 3.2. 3.1 has no ``airflow.sdk.configuration`` and
+  no ``AirflowSkipException`` in ``airflow.sdk.exceptions``; its task runner and sensors, like 3.0's, catch
+  ``airflow.exceptions.AirflowSkipException`` and ``AirflowSensorTimeout``.
   From 3.2 on, ``airflow.exceptions`` re-exports the ``airflow.sdk.exceptions`` classes.
 - BaseTrigger, TriggerEvent, StartTriggerArgs: ``airflow.triggers.base`` on every version; ``start_from_trigger``
   renders templated fields in the triggerer from 3.3 (disabled on 3.1 and 3.2).
@@ -21,6 +26,7 @@ each release).
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -45,12 +51,14 @@ else:
 
 if AIRFLOW_V_3_0_PLUS:
     from airflow.sdk import Asset, BaseOperator, BaseSensorOperator, Connection, Context, PokeReturnValue
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
 else:
     from airflow.datasets import Dataset as Asset  # type: ignore
     from airflow.models import BaseOperator  # type: ignore
     from airflow.models.connection import Connection  # type: ignore
     from airflow.sensors.base import BaseSensorOperator, PokeReturnValue  # type: ignore
     from airflow.utils.context import Context  # type: ignore
+    from airflow.utils.mixins import ResolveMixin  # type: ignore
 
 if AIRFLOW_V_3_1_PLUS:
     from airflow.sdk import BaseHook
@@ -59,10 +67,29 @@ else:
 
 if AIRFLOW_V_3_2_PLUS:
     from airflow.sdk.configuration import conf
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
 else:
     from airflow.configuration import conf  # type: ignore
-    from airflow.exceptions import AirflowException, AirflowFailException, AirflowSkipException  # type: ignore
+    from airflow.exceptions import (  # type: ignore
+        AirflowException,
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
+
+if AIRFLOW_V_3_3_PLUS:
+    from airflow.sdk.exceptions import AirflowRuntimeError
+
+    #: What the task state store raises when the execution API fails or refuses a call (``AirflowRuntimeError``,
+    #: carrying the supervisor's error answer) or the task's channel to the supervisor breaks.
+    TASK_STATE_STORE_ERRORS: tuple[type[Exception], ...] = (AirflowRuntimeError, OSError, EOFError)
+else:
+    TASK_STATE_STORE_ERRORS = (OSError, EOFError)  # no task state store before 3.3
 
 __all__ = [
     "AIRFLOW_VERSION",
@@ -71,8 +98,10 @@ __all__ = [
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
     "DEFAULT_OUTLETS",
+    "TASK_STATE_STORE_ERRORS",
     "AirflowException",
     "AirflowFailException",
+    "AirflowSensorTimeout",
     "AirflowSkipException",
     "Asset",
     "BaseHook",
@@ -82,6 +111,7 @@ __all__ = [
     "Connection",
     "Context",
     "PokeReturnValue",
+    "ResolveMixin",
     "StartTriggerArgs",
     "TriggerEvent",
     "add_hook_output_asset",
@@ -89,6 +119,15 @@ __all__ = [
     "default_deferrable",
     "timeout",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``DAG``, ``task`` and ``task_group``, imported when first asked for (the tests use them, the provider not)."""
+    airflow_2_modules = {"DAG": "airflow.models.dag", "task": "airflow.decorators", "task_group": "airflow.decorators"}
+    if name not in airflow_2_modules:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = "airflow.sdk" if AIRFLOW_V_3_0_PLUS else airflow_2_modules[name]
+    return getattr(importlib.import_module(module), name)
 
 
 def default_deferrable() -> bool:

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from airflow_provider_wdata._compat import ResolveMixin
+
 
 def is_templated(value: Any) -> bool:
-    """True when ``value`` (or anything inside it) holds a Jinja template still to be rendered."""
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
+    """True when ``value`` (or anything inside it) is only known once Airflow renders the task: a Jinja template,
+    or a value Airflow resolves then (see :func:`is_resolved_by_airflow`). Such values are checked when the task
+    runs."""
+    return _holds(value, lambda item: _is_jinja(item) or isinstance(item, ResolveMixin))
+
+
+def is_resolved_by_airflow(value: Any) -> bool:
+    """True when ``value`` (or anything inside it) is an object Airflow resolves when it renders the task: an
+    XComArg (a TaskFlow task's result, ``task.output``), a mapped task group's MappedArgument, a DagParam..."""
+    return _holds(value, lambda item: isinstance(item, ResolveMixin))
+
+
+def _is_jinja(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _holds(value: Any, matches: Callable[[Any], bool]) -> bool:
+    """``matches`` holds for ``value`` or for an item of it, through the containers Airflow renders the items of."""
+    if matches(value):
+        return True
     if isinstance(value, dict):
-        return any(is_templated(k) or is_templated(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(is_templated(v) for v in value)
+        return any(_holds(k, matches) or _holds(v, matches) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds(v, matches) for v in value)
     return False
 
 

@@ -84,6 +84,14 @@ def _as_bool(value: Any, *, conn_id: str, field: str) -> bool:
     raise WdataConfigError(f"Connection {conn_id!r}: extra {field!r} must be true or false, not {value!r}.")
 
 
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/?#@]*@")
+
+
+def _shown(url: str) -> str:
+    """``url`` for an error message: credentials written into it (``user:secret@``) are masked."""
+    return _USERINFO.sub(r"\1***@", url)
+
+
 def _with_port(host: str, port: int | None, conn_id: str) -> str:
     if "://" in host:
         url = host
@@ -93,8 +101,8 @@ def _with_port(host: str, port: int | None, conn_id: str) -> str:
         if hostname is not None and _is_loopback(hostname):
             # Without a scheme we would speak TLS to what is most likely a plain-HTTP test server.
             raise WdataConfigError(
-                f"Connection {conn_id!r}: host {host!r} has no scheme. Write it as https://{host}, or as "
-                f"http://{host} for a plain-HTTP server on this machine (such as the Wdata simulator)."
+                f"Connection {conn_id!r}: host {_shown(host)!r} has no scheme. Write it as https://{_shown(host)}, "
+                f"or as http://{_shown(host)} for a plain-HTTP server on this machine (such as the Wdata simulator)."
             )
     if not port:
         return url
@@ -118,6 +126,17 @@ def _hostname(url: str) -> str | None:
         return None
 
 
+def _with_api_path(base_url: str) -> str:
+    """A regional API host written without a path (``h.eu.wdesk.com``) means that region's API base: every call
+    to the bare host would answer 404, which reads as a wrong id."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "https" and not parts.path.strip("/"):
+        for api_base in API_BASE_URLS.values():
+            if urlsplit(api_base).netloc == parts.netloc.lower():
+                return api_base
+    return base_url
+
+
 def _default_token_url(base_url: str) -> str:
     """A regional API host has its region's token host; any other host serves the token path itself."""
     origin = urlsplit(base_url)
@@ -129,7 +148,7 @@ def _default_token_url(base_url: str) -> str:
 
 def _checked_url(url: str, *, conn_id: str, field: str, allow_http: bool, written: str | None = None) -> str:
     """``url`` when it is a usable http(s) URL; ``written`` is the value as the user wrote it, for messages."""
-    shown = written if written is not None else url
+    shown = _shown(written if written is not None else url)
     problem = None
     try:
         parts = urlsplit(url)
@@ -183,12 +202,14 @@ def build_config(
         )
 
     if host:
-        base_url = _checked_url(
-            _with_port(host.strip(), port, conn_id),
-            conn_id=conn_id,
-            field="host",
-            allow_http=allow_http,
-            written=host.strip(),
+        base_url = _with_api_path(
+            _checked_url(
+                _with_port(host.strip(), port, conn_id),
+                conn_id=conn_id,
+                field="host",
+                allow_http=allow_http,
+                written=host.strip(),
+            )
         )
     else:
         base_url = API_BASE_URLS[region]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_wdata._compat import AirflowException, AirflowFailException
+from airflow_provider_wdata._compat import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 
 class WdataError(AirflowException):
@@ -82,7 +82,18 @@ class WdataRefreshFailedError(WdataError):
 
 
 class WdataRefreshTimeoutError(WdataError):
-    """A refresh did not end before the deadline; the message carries the last statuses seen."""
+    """A refresh did not end before the deadline; the message carries the last statuses seen.
+
+    An operator's timeout is retried like any other error (with ``durable``, the retry follows the same refresh).
+    """
+
+
+class WdataSensorTimeoutError(WdataRefreshTimeoutError, AirflowSensorTimeout):
+    """A sensor's ``timeout`` ended its wait, in any mode; the message carries the last statuses seen.
+
+    It is an ``AirflowSensorTimeout``, which Airflow does not retry (a retry would wait the whole timeout again).
+    With ``soft_fail`` the task is skipped instead.
+    """
 
 
 # An error that ends a deferred wait travels to the worker inside the trigger's JSON event: these two carry its

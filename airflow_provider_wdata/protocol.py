@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
@@ -19,7 +18,7 @@ import pendulum
 from airflow_provider_wdata import __version__
 from airflow_provider_wdata._compat import AIRFLOW_VERSION
 from airflow_provider_wdata.config import WdataConfig
-from airflow_provider_wdata.constants import MAX_BATCH_SIZE, MAX_PAGE_SIZE, MAX_WORKSPACE_ID_LENGTH
+from airflow_provider_wdata.constants import MAX_PAGE_SIZE
 from airflow_provider_wdata.exceptions import (
     WdataApiError,
     WdataAuthError,
@@ -29,6 +28,12 @@ from airflow_provider_wdata.exceptions import (
     WdataTransportError,
 )
 from airflow_provider_wdata.models import WdataConnection
+from airflow_provider_wdata.request_fields import (
+    path_param,
+    validate_batch_connections,
+    validate_refresh_fields,
+    validate_workspace_id,
+)
 
 USER_AGENT = f"airflow-provider-wdata/{__version__} apache-airflow/{AIRFLOW_VERSION} python/{platform.python_version()}"
 #: Lifetime assumed for a token whose answer gives no usable ``expires_in`` (seconds).
@@ -38,21 +43,14 @@ EXCERPT_CHARS = 200
 
 #: Statuses worth trying again for a read: the service or the network may recover.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: Statuses after which the service certainly did not start anything: safe to send a start again.
+#: Statuses after which the service certainly did not start anything: safe to send a start again. A 503 counts
+#: only with ``Retry-After`` (the service refusing on purpose): proxies also answer a bare 503 when the service
+#: dropped the connection after it received the start.
 NOT_ACCEPTED_STATUSES = frozenset({429, 503})
 
-_FORBIDDEN_IN_ID = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
-#: Ids made only of these (UUIDs, for one) go into a path as they are.
-_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 
-REFRESH_CONNECTION_FIELDS = {
-    "connection_id": "connectionId",
-    "source_parameters": "sourceParameters",
-    "destination_parameters": "destinationParameters",
-    "use_previous_source_parameters": "usePreviousSourceParameters",
-    "use_previous_destination_parameters": "usePreviousDestinationParameters",
-    "workspace_id": "workspaceId",
-}
+def _not_accepted(status: int, retry_after: float | None) -> bool:
+    return status in NOT_ACCEPTED_STATUSES and (status != 503 or retry_after is not None)
 
 
 class ApiRequest(NamedTuple):
@@ -93,26 +91,6 @@ class Envelope(NamedTuple):
 # ---------------------------------------------------------------------------------------------- requests
 
 
-def path_param(name: str, value: Any) -> str:
-    """Check one id that goes into a path and percent-encode it, so it can never change the path."""
-    if not isinstance(value, str) or not value.strip():
-        raise WdataConfigError(f"{name} must be a non-empty string, not {value!r}.")
-    if _FORBIDDEN_IN_ID.search(value) or value in (".", ".."):
-        raise WdataConfigError(
-            f"{name} {value!r} is not a valid Wdata id: ids hold no '/', '\\', '?', '#', '%', whitespace "
-            "or control characters and are not '.' or '..'. Check where the id comes from "
-            "(a template or an XCom value may hold something else)."
-        )
-    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
-
-
-def validate_workspace_id(workspace_id: Any) -> None:
-    if not isinstance(workspace_id, str) or not workspace_id or len(workspace_id) > MAX_WORKSPACE_ID_LENGTH:
-        raise WdataConfigError(
-            f"workspace_id must be a string of 1 to {MAX_WORKSPACE_ID_LENGTH} characters, not {workspace_id!r}."
-        )
-
-
 def _workspace(workspace_id: str | None) -> tuple[tuple[str, str], ...]:
     if workspace_id is None:
         return ()
@@ -125,74 +103,12 @@ def get_batch_refresh(batch_id: str, workspace_id: str | None = None) -> ApiRequ
     return ApiRequest("GET", path, _workspace(workspace_id), polled=True)
 
 
-def refresh_connection_item(item: Any, *, workspace_id: str | None = None, where: str = "") -> dict[str, Any]:
-    """One RefreshConnection: a connection id, or a dict of its snake_case fields."""
-    if isinstance(item, str):
-        item = {"connection_id": item}
-    if not isinstance(item, Mapping):
-        raise WdataConfigError(
-            f"{where}must be a connection id or a dict of RefreshConnection fields, not {type(item).__name__}."
-        )
-    unknown = sorted(set(item) - set(REFRESH_CONNECTION_FIELDS))
-    if unknown:
-        raise WdataConfigError(
-            f"{where}has unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"allowed keys: {', '.join(REFRESH_CONNECTION_FIELDS)}."
-        )
-    path_param(f"{where}connection_id", item.get("connection_id"))
-    for key in ("source_parameters", "destination_parameters"):
-        if item.get(key) is not None and not isinstance(item[key], Mapping):
-            raise WdataConfigError(f"{where}{key} must be a dict, not {type(item[key]).__name__}.")
-    for key in ("use_previous_source_parameters", "use_previous_destination_parameters"):
-        if item.get(key) is not None and not isinstance(item[key], bool):
-            raise WdataConfigError(f"{where}{key} must be true or false, not {item[key]!r}.")
-    body = {REFRESH_CONNECTION_FIELDS[k]: v for k, v in item.items() if v is not None}
-    if workspace_id is not None and "workspaceId" not in body:
-        body["workspaceId"] = workspace_id
-    _workspace(body.get("workspaceId"))
-    return body
-
-
-def validate_batch_connections(connections: Any, workspace_id: str | None = None) -> list[dict[str, Any]]:
-    """Check the connections of a batch refresh: the RefreshConnection bodies, or an error naming the problem."""
-    if isinstance(connections, (str, Mapping)) or not isinstance(connections, Sequence):
-        raise WdataConfigError(
-            "connections must be a list of connection ids or RefreshConnection dicts, "
-            f"not {type(connections).__name__} (a template renders to a string unless the DAG sets "
-            "render_template_as_native_obj=True)."
-        )
-    if not 1 <= len(connections) <= MAX_BATCH_SIZE:
-        raise WdataConfigError(
-            f"A batch refresh takes 1 to {MAX_BATCH_SIZE} connections; got {len(connections)}. "
-            "Split larger sets into several batches."
-        )
-    items = [
-        refresh_connection_item(item, workspace_id=workspace_id, where=f"connections[{i}] ")
-        for i, item in enumerate(connections)
-    ]
-    seen: set[str] = set()
-    for item in items:
-        if item["connectionId"] in seen:
-            raise WdataConfigError(
-                f"connection {item['connectionId']!r} appears more than once; list each connection once."
-            )
-        seen.add(item["connectionId"])
-    return items
-
-
 def start_batch_refresh(
     connections: Sequence[Any], cancel_unwritables: bool = False, workspace_id: str | None = None
 ) -> ApiRequest:
     items = validate_batch_connections(connections, workspace_id)
     params = (("cancelUnwritables", "true" if cancel_unwritables else "false"),)
     return ApiRequest("POST", "/api/v1/connections/batch/refresh", params, items, starts_refresh=True)
-
-
-def validate_refresh_fields(connection_id: Any, workspace_id: str | None = None, **fields: Any) -> dict[str, Any]:
-    """Check the fields of a single connection refresh: its RefreshConnection body, or an error naming the problem."""
-    body = refresh_connection_item({"connection_id": connection_id, **fields}, workspace_id=workspace_id)
-    body.pop("connectionId")
-    return body
 
 
 def refresh_connection(connection_id: str, workspace_id: str | None = None, **fields: Any) -> ApiRequest:
@@ -326,7 +242,8 @@ def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None) -> Wda
     if 300 <= raw.status < 400:
         said = f"redirected to {raw.headers.get('Location') or 'an unnamed location'}"
         hint = "Redirects are not followed (they could carry the token elsewhere); set host to the final URL."
-    retryable = raw.status in (RETRYABLE_STATUSES if not request.starts_refresh else NOT_ACCEPTED_STATUSES)
+    retry_after = retry_after_seconds(raw.headers.get("Retry-After"))
+    retryable = _not_accepted(raw.status, retry_after) if request.starts_refresh else raw.status in RETRYABLE_STATUSES
     message = f"Wdata API {request} answered HTTP {raw.status}: {said}. {hint}".rstrip()
     return WdataApiError(
         message,
@@ -336,7 +253,7 @@ def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None) -> Wda
         service_code=code,
         messages=messages,
         details=details,
-        retry_after=retry_after_seconds(raw.headers.get("Retry-After")),
+        retry_after=retry_after,
         retryable=retryable,
     )
 
@@ -439,9 +356,9 @@ def refine_error(request: ApiRequest, error: WdataError) -> WdataError:
     if not request.starts_refresh:
         return error
     sent = isinstance(error, WdataTransportError) and error.request_sent
-    # A 2xx we could not read, or a 5xx other than 503, may stand for a batch that started.
+    # A 2xx we could not read, or a 5xx but a 503 with Retry-After, may stand for a batch that started.
     ambiguous = isinstance(error, WdataApiError) and (
-        200 <= error.status < 300 or (error.status >= 500 and error.status not in NOT_ACCEPTED_STATUSES)
+        200 <= error.status < 300 or (error.status >= 500 and not _not_accepted(error.status, error.retry_after))
     )
     if not (sent or ambiguous):
         return error

@@ -16,7 +16,11 @@ DEFAULT_RETRY_AFTER_MAX = 120.0
 
 
 class WaitRetryAfterOr(tenacity.wait.wait_base):
-    """Wait as long as the service asked (``Retry-After``, capped), else fall back to ``backoff``."""
+    """Wait as long as the service asked (``Retry-After``, capped), else fall back to ``backoff``.
+
+    ``Retry-After: 0`` (or a date already past) falls back too: taken literally, every try left would go out at
+    once and the call would fail within milliseconds of the first answer.
+    """
 
     def __init__(self, backoff: tenacity.wait.wait_base, cap: float) -> None:
         self.backoff = backoff
@@ -25,7 +29,7 @@ class WaitRetryAfterOr(tenacity.wait.wait_base):
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         error = retry_state.outcome.exception() if retry_state.outcome else None
         retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
+        if retry_after:
             return min(float(retry_after), self.cap)
         return float(self.backoff(retry_state))
 

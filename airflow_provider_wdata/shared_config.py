@@ -2,7 +2,8 @@
 
 Airflow's connection lookup costs more than a status read, and a triggerer that takes over hundreds of waits
 would make it hundreds of times at once. A lookup in flight is shared: hooks that ask meanwhile await it. A
-failed lookup is not: each of them makes its own, and raises its own error.
+failed lookup is not: each of them makes its own, and raises its own error. A hook cancelled while it waits
+leaves the lookup to the others; a lookup whose own hook is cancelled counts as failed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ async def shared_config(key: Hashable, look_up: Callable[[], Awaitable[WdataConf
     configs = _LOOPS.setdefault(asyncio.get_running_loop(), {})
     reused = configs.get(key)
     if reused is not None and reused[1] > time.monotonic():
-        config = await reused[0]
+        # Shielded: a waiter cancelled (its trigger ended) must not cancel the lookup the others are waiting on.
+        config = await asyncio.shield(reused[0])
         if config is not None:
             return config
     looked_up: asyncio.Future[WdataConfig | None] = asyncio.get_running_loop().create_future()

@@ -36,6 +36,12 @@ ASYNC_POOL_SIZE = 100
 #: Bodies larger than this are refused unread (bytes).
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _CHUNK = 64 * 1024
+#: ssl error reasons a failed TLS handshake gives (a plain-HTTP server answers WRONG_VERSION_NUMBER), besides
+#: any reason naming the handshake: the request never went out. Any other TLS failure may come after it went,
+#: and a POST that starts a refresh must then not be sent again: only add reasons that prove it did not leave.
+_HANDSHAKE_ONLY_REASONS = frozenset({"WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION"})
+#: OpenSSL libraries whose errors come from loading the CA bundle, before connecting.
+_CA_BUNDLE_LIBRARIES = frozenset({"X509", "PEM"})
 
 
 def _tls_hint(url: str, verify: bool | str) -> str:
@@ -65,6 +71,34 @@ def _failure(what: str, url: str, exc: BaseException, *, sent: bool) -> WdataTra
         f"{what} {urlsplit(url).netloc} failed {state}: {reason}. "
         "Check the host and region of the connection and that the service is reachable.",
         request_sent=sent,
+    )
+
+
+def _ssl_error_under(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl module's error that requests and urllib3 wrapped (found in args, ``reason``, cause or context)."""
+    pending: list[object] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if isinstance(current, ssl.SSLError):
+            return current
+        if isinstance(current, BaseException) and id(current) not in seen:
+            seen.add(id(current))
+            pending += [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
+    return None
+
+
+def _handshake_failed(exc: BaseException) -> bool:
+    """Whether a TLS error from sending a request proves that the handshake failed, so the request never left."""
+    error = _ssl_error_under(exc)
+    if error is None:
+        return False
+    reason = str(getattr(error, "reason", None) or "")
+    return (
+        isinstance(error, ssl.SSLCertVerificationError)
+        or getattr(error, "library", None) in _CA_BUNDLE_LIBRARIES
+        or reason in _HANDSHAKE_ONLY_REASONS
+        or "HANDSHAKE" in reason
     )
 
 
@@ -118,6 +152,7 @@ class SyncTransport:
         self, method: str, url: str, config: WdataConfig, headers: dict[str, str], what: str, **body: Any
     ) -> RawResponse | WdataError:
         failure: WdataError
+        response: requests.Response | None = None
         try:
             response = self.session.request(
                 method,
@@ -137,8 +172,12 @@ class SyncTransport:
                         return RawResponse(response.status_code, response.headers, b"", too_large=True)
                     chunks.append(chunk)
                 return RawResponse(response.status_code, response.headers, b"".join(chunks))
-        except requests.exceptions.SSLError:
-            failure = WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False)
+        except requests.exceptions.SSLError as exc:
+            # With a response, the status line came: the request went out whatever the error says.
+            if response is None and _handshake_failed(exc):
+                failure = WdataTransportError(_tls_hint(url, config.verify), request_sent=False, retryable=False)
+            else:
+                failure = _failure(what, url, _ssl_error_under(exc) or exc, sent=True)
         except requests.exceptions.ConnectTimeout as exc:
             failure = _failure(what, url, exc, sent=False)
         except requests.exceptions.ConnectionError as exc:
@@ -272,8 +311,11 @@ class AsyncTransport:
                 ssl=ssl_context,
                 allow_redirects=False,
             ) as response:
+                # Content-Length counts the bytes on the wire, and aiohttp decompresses gzip and deflate: only an
+                # unencoded body is known to fit before it is read.
+                unencoded = response.headers.get("Content-Encoding", "identity").strip().lower() == "identity"
                 length = response.content_length
-                if length is not None and length <= self.max_bytes:
+                if unencoded and length is not None and length <= self.max_bytes:
                     return RawResponse(response.status, response.headers, await response.read())
                 chunks, size = [], 0
                 async for chunk in response.content.iter_chunked(_CHUNK):

@@ -45,6 +45,9 @@ FIRST_READ_SPREAD_MAX = 30.0
 #: Airflow's own deferral timeout is set this much later than the wait's deadline, as a backstop, so that the
 #: wait's ``timeout`` event (which carries the last statuses) normally ends it.
 DEFERRAL_TIMEOUT_GRACE = 60.0
+#: The last read of a deferred wait, due at its deadline, may run this many seconds past it; the wait's own timeout
+#: cuts off anything longer (well before Airflow's backstop, :data:`DEFERRAL_TIMEOUT_GRACE` past the deadline).
+LAST_READ_GRACE = 30.0
 #: Most unfinished connections named in a timeout message.
 MAX_LISTED_UNFINISHED = 10
 
@@ -161,14 +164,14 @@ class RefreshWait:
         return min(ticks.READ_TICK, self.poll_interval / 10)
 
     def first_delay(self, now: float | None = None) -> float | None:
-        """Seconds until the first read, or None once the deadline passed.
-
-        One poll interval after the last read when it is not due yet; a read already due is spread over
-        up to one interval (at most :data:`FIRST_READ_SPREAD_MAX`) with jitter.
+        """Seconds until the first read: one poll interval after the last read when it is not due yet; a read
+        already due is spread over up to one interval (at most :data:`FIRST_READ_SPREAD_MAX`) with jitter; never
+        past the deadline. A wait that starts after its deadline (a triggerer back from a long outage) reads once at
+        once: the refresh may have ended in time, and the timeout names what it was doing if not.
         """
         now = time.time() if now is None else now
         if self.deadline - now <= 0:
-            return None
+            return 0.0
         due_in = self.last_read_at + self.poll_interval - now if self.last_read_at is not None else 0.0
         delay = due_in if due_in > 0 else random.uniform(0, min(self.poll_interval, FIRST_READ_SPREAD_MAX))
         return min(delay, self.deadline - now)
@@ -219,8 +222,8 @@ class RefreshWait:
         return self.timeout_event()
 
     async def arun(self, hook: WdataHook, log: Any) -> dict[str, Any]:
-        """Async :meth:`run`, on the loop's read ticks (:mod:`~airflow_provider_wdata.ticks`); the deadline cuts off
-        a read still going.
+        """Async :meth:`run`, on the loop's read ticks (:mod:`~airflow_provider_wdata.ticks`). As in :meth:`run`, the
+        last read is due at the deadline; a read still going :data:`LAST_READ_GRACE` after it is cut off.
 
         One deadline timer for the whole wait, not one per read: thousands of waits read in one triggerer, and a
         timer per read left four young objects per read (two of them until asyncio purged the cancelled timer), which
@@ -228,12 +231,9 @@ class RefreshWait:
         """
         seconds = self.deadline - time.time()
         try:
-            async with timeout(max(seconds, 0.0) if math.isfinite(seconds) else None):
+            async with timeout(max(seconds, 0.0) + LAST_READ_GRACE if math.isfinite(seconds) else None):
                 delay = self.first_delay()
                 while delay is not None:
-                    if delay >= self.deadline - time.time():  # the deadline comes before the next read
-                        await asyncio.sleep(max(self.deadline - time.time(), 0.0))
-                        break
                     await ticks.tick_after(delay, self.read_tick)
                     self.last_read_at = time.time()
                     try:  # read() as a coroutine, inlined: one coroutine fewer per read in flight
@@ -243,6 +243,8 @@ class RefreshWait:
                     if event is not None:
                         return event
                     delay = self.next_delay()
+                    if delay is not None and delay < self.read_tick:
+                        break  # that read was the one due at the deadline (a tick moves a read by half a tick)
         except asyncio.TimeoutError:
             pass
         return self.timeout_event()

@@ -1,7 +1,7 @@
 """A custom operator built on WdataHook: refresh every connection that writes to spreadsheets.
 
 It lists the connections (all pages) with ``list_connections``, filtered by destination type (and id,
-if given), starts one batch refresh of them, and hands the batch id on through XCom to a
+if given), starts one batch refresh of them, and hands the batch id on through XCom (``start.output``) to a
 deferrable BatchRefreshSensor.
 """
 
@@ -42,7 +42,7 @@ class RefreshSpreadsheetConnectionsOperator(BaseOperator):
         if not ids:
             raise ValueError(f"No Wdata connection matches {filters}.")
         self.log.info("Refreshing %d connections: %s", len(ids), ", ".join(ids))
-        batch = hook.start_batch_refresh(ids[:100])
+        batch = hook.start_batch_refresh(ids)  # more than 100 are refused, saying to split them into batches
         return str(batch.batch_refresh_id)
 
 
@@ -56,7 +56,7 @@ with DAG(
     start = RefreshSpreadsheetConnectionsOperator(task_id="start_refresh", destination_type="spreadsheet")
     wait = BatchRefreshSensor(
         task_id="wait_for_refresh",
-        batch_id="{{ ti.xcom_pull(task_ids='start_refresh') }}",
+        batch_id=start.output,  # the batch id the task returned, resolved when the sensor runs
         deferrable=True,
         poke_interval=2,
         timeout=600,

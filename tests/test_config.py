@@ -113,3 +113,30 @@ def test_ports_and_ipv6_hosts():
         config(host="https://x.test:8443", port=9000)
     with pytest.raises(WdataConfigError, match="no credentials in host"):
         config(host="https://user@x.test", port=9000)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "https://client:S3CRET-in-host@h.app.wdesk.com:44x",  # a bad port: refused before the credentials check
+        "https://client:S3CRET-in-host@bad host.test",  # not a host name
+        "ftp://client:S3CRET-in-host@x.test",  # not http(s)
+        "client:S3CRET-in-host@localhost:8080",  # no scheme, on this machine
+    ],
+)
+def test_a_secret_written_into_the_host_is_masked_in_every_message(host):
+    with pytest.raises(WdataConfigError) as info:
+        config(host=host)
+    assert "S3CRET-in-host" not in str(info.value)
+    assert "***@" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(("host", "region"), [("h.eu.wdesk.com", "eu"), ("https://H.app.wdesk.com/", "us")])
+def test_a_regional_host_written_without_its_path_gets_the_api_path(host, region):
+    written = config(host=host)
+    assert written.base_url == API_BASE_URLS[region] and written.token_url == TOKEN_URLS[region]
+
+
+def test_another_host_keeps_the_path_as_written():
+    assert config(host="https://wdata.example.test").base_url == "https://wdata.example.test"
+    assert config(host="https://h.app.wdesk.com/other").base_url == "https://h.app.wdesk.com/other"

@@ -13,8 +13,10 @@ import pytest
 from airflow.exceptions import TaskDeferred
 
 from airflow_provider_wdata import durable
-from airflow_provider_wdata.exceptions import WdataRefreshFailedError, WdataRefreshTimeoutError
+from airflow_provider_wdata._compat import AirflowFailException
+from airflow_provider_wdata.exceptions import WdataError, WdataRefreshFailedError, WdataRefreshTimeoutError
 from airflow_provider_wdata.operators.wdata import WdataRefreshBatchOperator, WdataRefreshConnectionOperator
+from airflow_provider_wdata.testing import Fault
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger
 
 FAST_HOOK = {"backoff_initial": 0.01, "backoff_max": 0.02, "max_attempts": 2}
@@ -37,6 +39,28 @@ class FakeStore:
 
     def clear(self) -> None:
         self.values.clear()
+
+
+def execution_api_failure() -> Exception:
+    """What Airflow 3.3's task state store raises when its execution API call fails (before 3.0, where Airflow has
+    no such error, a broken channel to the supervisor)."""
+    try:
+        from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+        from airflow.sdk.execution_time.comms import ErrorResponse
+    except ImportError:
+        return ConnectionResetError("the supervisor closed the channel")
+    return AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail={"status_code": 503}))
+
+
+class StoreThatFailsToSet(FakeStore):
+    """The store of a try during which the execution API failed: reads work, the write raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def set(self, key: str, value, *, retention=None) -> None:
+        raise self.error
 
 
 class FakeTaskInstance:
@@ -207,6 +231,10 @@ def test_an_unknown_or_unreadable_record_starts_afresh(wdata_conn, all_logs, sto
     assert result["child_refreshes"][0]["connection_id"] == "conn-1"
     assert starts(wdata_conn) == [["conn-1"]]
     assert "starting afresh" in all_logs.text
+    if stored == "unknown-batch":
+        assert "batch no-such-batch (connections conn-1) is unknown to Wdata (HTTP 404); starting afresh" in (
+            all_logs.text
+        )
     assert task.store.get(durable.STORE_KEY)["batch_id"] == result["batch_refresh_id"]
 
 
@@ -264,3 +292,159 @@ def test_parse_time_checks_start_nothing(monkeypatch):
     monkeypatch.setattr(protocol, "refresh_connection", refuse)
     WdataRefreshBatchOperator(task_id="a", connections=["conn-1"])
     WdataRefreshConnectionOperator(task_id="b", connection_id="conn-1")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(method="GET", path_contains="batch/refresh/", status=403, times=None),
+        Fault(method="GET", path_contains="batch/refresh/", status=423, times=None),
+        Fault(method="GET", path_contains="batch/refresh/", kind="malformed", times=None),
+    ],
+    ids=["403", "423", "malformed 200"],
+)
+def test_a_recorded_batch_that_cannot_be_read_is_not_started_again(wdata_conn, all_logs, fault):
+    wdata_conn.script_connection("conn-1", outcome="stuck")
+    task = Task()
+    with pytest.raises(TaskDeferred):
+        batch_op(["conn-1"], deferrable=True).execute(task.context())
+    batch_id = task.store.get(durable.STORE_KEY)["batch_id"]
+    wdata_conn.add_fault(fault)
+    with pytest.raises(WdataError) as failed:
+        batch_op(["conn-1"]).execute(task.context())
+    assert not isinstance(failed.value, AirflowFailException), "a later retry may read it again"
+    assert starts(wdata_conn) == [["conn-1"]], "no second start while in doubt"
+    message = str(failed.value)
+    assert f"batch {batch_id} (connections conn-1) was started by an earlier try" in message
+    assert "Nothing is started again" in message and "let Airflow retry" in message
+    assert f"Try 2: batch {batch_id} (connections conn-1) cannot be read; starting nothing" in all_logs.text
+    assert task.store.get(durable.STORE_KEY)["batch_id"] == batch_id, "the record is kept for the next retry"
+
+
+def test_a_recorded_job_that_cannot_be_read_is_not_started_again(wdata_conn):
+    def op():
+        return WdataRefreshConnectionOperator(
+            task_id="one", connection_id="conn-3", deferrable=True, poll_interval=0.05, hook_params=FAST_HOOK
+        )
+
+    wdata_conn.script_connection("conn-3", outcome="stuck")
+    task = Task()
+    with pytest.raises(TaskDeferred):
+        op().execute(task.context())
+    job_id = task.store.get(durable.STORE_KEY)["job_id"]
+    wdata_conn.add_fault(Fault(method="GET", path_contains="/status", status=403, times=None))
+    with pytest.raises(WdataError, match=f"refresh {job_id} of connection conn-3 was started by an earlier try"):
+        op().execute(task.context())
+    assert len(starts(wdata_conn)) == 1
+
+
+def test_a_failed_store_write_never_lets_a_retry_start_the_refresh_again(wdata_conn, all_logs):
+    wdata_conn.script_connection("conn-2", outcomes=["error", "complete"], error="Sheet locked")
+    task = Task()
+    task.store = StoreThatFailsToSet(execution_api_failure())
+    ctx = task.context()
+    with pytest.raises(durable.WdataRefreshNotRecordedError) as failed:
+        batch_op(["conn-1", "conn-2"], deferrable=True).execute(ctx)
+    assert isinstance(failed.value, AirflowFailException), "Airflow must not retry into a second start"
+    assert isinstance(failed.value.__cause__, WdataRefreshFailedError)
+    batch_id = ctx["ti"].xcom["batch_refresh_id"]
+    assert f"Wdata batch {batch_id} (connections conn-1, conn-2) started, but the task state store" in str(failed.value)
+    assert "Sheet locked" in str(failed.value) and "Airflow does not retry this task" in str(failed.value)
+    assert f"batch {batch_id} (connections conn-1, conn-2) started, but the task state store did not" in (all_logs.text)
+    assert starts(wdata_conn) == [["conn-1", "conn-2"]]
+
+
+def test_a_failed_store_write_still_follows_the_refresh_to_its_success(wdata_conn):
+    task = Task()
+    task.store = StoreThatFailsToSet(execution_api_failure())
+    ctx = task.context()
+    result = batch_op(["conn-1"], deferrable=True).execute(ctx)  # waits in the worker: no TaskDeferred
+    assert result["batch_refresh_id"] == ctx["ti"].xcom["batch_refresh_id"]
+    assert result["child_refreshes"][0]["destination_status"] == "complete"
+    assert starts(wdata_conn) == [["conn-1"]]
+
+
+def test_an_execution_timeout_while_following_an_unrecorded_refresh_is_not_retried(wdata_conn, monkeypatch):
+    try:
+        from airflow.sdk.exceptions import AirflowTaskTimeout  # a BaseException on Airflow 3, which retries it
+    except ImportError:
+        from airflow.exceptions import AirflowTaskTimeout
+
+    class TimedOutWait:
+        def run(self, hook, log):
+            raise AirflowTaskTimeout("execution_timeout reached")
+
+    monkeypatch.setattr(BatchRefreshTrigger, "make_wait", lambda trigger: TimedOutWait())
+    task = Task()
+    task.store = StoreThatFailsToSet(execution_api_failure())
+    with pytest.raises(durable.WdataRefreshNotRecordedError, match="execution_timeout reached"):
+        batch_op(["conn-1"]).execute(task.context())
+    assert starts(wdata_conn) == [["conn-1"]]
+
+
+def test_an_unexpected_store_error_fails_for_good_and_is_not_swallowed(wdata_conn):
+    task = Task()
+    task.store = StoreThatFailsToSet(TypeError("Object of type Decimal is not JSON serializable"))
+    with pytest.raises(durable.WdataRefreshNotRecordedError, match="failed unexpectedly \\(TypeError") as failed:
+        batch_op(["conn-1"]).execute(task.context())
+    assert isinstance(failed.value.__cause__, TypeError)
+    assert starts(wdata_conn) == [["conn-1"]]
+
+
+def running_child_batch(batch_id: str, conn_2_status: str) -> dict:
+    """A batch that failed on its own while conn-3 is still running (conn-2: ``conn_2_status``)."""
+
+    def child(connection_id: str, status: str) -> dict:
+        return {
+            "connectionId": connection_id,
+            "jobId": f"job-{connection_id}",
+            "sourceStatus": status,
+            "destinationStatus": status,
+        }
+
+    return {
+        "batchRefreshId": batch_id,
+        "sourceStatus": "error",
+        "destinationStatus": "error",
+        "error": "Batch aborted",
+        "childRefreshes": [
+            child("conn-1", "complete"),
+            child("conn-2", conn_2_status),
+            {**child("conn-3", "running"), "sourceStatus": "complete"},
+        ],
+    }
+
+
+@pytest.mark.parametrize("conn_2_status", ["error", "not_started"])
+def test_a_failed_batch_with_connections_still_running_starts_nothing(wdata_conn, all_logs, conn_2_status):
+    connections = ["conn-1", "conn-2", "conn-3"]
+    task = Task()
+    task.store.set(
+        durable.STORE_KEY, {"connections": [{"connection_id": c} for c in connections], "batch_id": "b-aborted"}
+    )
+    wdata_conn.put_raw_batch("b-aborted", running_child_batch("b-aborted", conn_2_status))
+    with pytest.raises(WdataError) as failed:
+        batch_op(connections).execute(task.context())
+    assert not isinstance(failed.value, AirflowFailException), "a later retry finds them ended"
+    assert starts(wdata_conn) == []
+    running = "conn-2, conn-3" if conn_2_status == "not_started" else "conn-3"
+    assert f"connection(s) {running} of it are still running in Wdata" in str(failed.value)
+    assert "batch refresh b-aborted failed (source=error" in str(failed.value)
+    assert f"ended badly, but {running} still run in Wdata; starting nothing" in all_logs.text
+
+
+def test_once_the_running_connections_ended_a_retry_reruns_only_the_failed_one(wdata_conn):
+    connections = ["conn-1", "conn-2", "conn-3"]
+    task = Task()
+    task.store.set(
+        durable.STORE_KEY, {"connections": [{"connection_id": c} for c in connections], "batch_id": "b-aborted"}
+    )
+    body = running_child_batch("b-aborted", "error")
+    wdata_conn.put_raw_batch("b-aborted", body)
+    with pytest.raises(WdataError):
+        batch_op(connections).execute(task.context())
+    body["childRefreshes"][2].update(destinationStatus="complete")
+    wdata_conn.put_raw_batch("b-aborted", body)
+    result = batch_op(connections).execute(task.context())
+    assert starts(wdata_conn) == [["conn-2"]]
+    assert sorted(c["connection_id"] for c in result["child_refreshes"]) == connections

@@ -230,7 +230,8 @@ def test_unknown_batch_is_a_404_naming_it(wdata_conn):
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_start_is_sent_again_only_when_certainly_not_accepted(wdata_conn, sleeps, status):
-    wdata_conn.add_fault(Fault(method="POST", path_contains="batch/refresh", status=status))
+    refused = {"Retry-After": "1"} if status == 503 else {}  # a 429 without it is a refusal too
+    wdata_conn.add_fault(Fault(method="POST", path_contains="batch/refresh", status=status, headers=refused))
     batch = WdataHook(**FAST).start_batch_refresh(["conn-1"])
     assert batch.batch_refresh_id
     assert len(api_requests(wdata_conn, "POST")) == 2
@@ -243,10 +244,11 @@ def test_start_is_sent_again_only_when_certainly_not_accepted(wdata_conn, sleeps
         Fault(method="POST", path_contains="batch/refresh", status=500),
         Fault(method="POST", path_contains="batch/refresh", status=502),
         Fault(method="POST", path_contains="batch/refresh", status=504),
+        Fault(method="POST", path_contains="batch/refresh", status=503),
         Fault(method="POST", path_contains="batch/refresh", kind="drop"),
         Fault(method="POST", path_contains="batch/refresh", kind="slow", delay=2.0),
     ],
-    ids=["500", "502", "504", "dropped", "timeout"],
+    ids=["500", "502", "504", "503 without Retry-After", "dropped", "timeout"],
 )
 def test_ambiguous_start_failure_is_never_sent_twice(wdata_conn, sleeps, fault):
     # A token in the cache first: the short timeout below must hit the start alone, never a token request that a

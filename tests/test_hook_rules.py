@@ -64,6 +64,13 @@ def test_retry_after_is_honoured_up_to_120_seconds_by_default(wdata_conn, sleeps
     assert sleeps == [120, 119]
 
 
+def test_a_retry_after_of_zero_or_in_the_past_backs_off_instead_of_trying_again_at_once(wdata_conn, sleeps):
+    for asked in ("0", "Wed, 21 Oct 2015 07:28:00 GMT"):
+        wdata_conn.add_fault(Fault(method="GET", path_contains=CONN, status=429, headers={"Retry-After": asked}))
+    assert WdataHook().get_wdata_connection("conn-1").id == "conn-1"
+    assert len(sleeps) == 2 and 1 <= sleeps[0] <= 2 and 2 <= sleeps[1] <= 3, f"the backoff's waits: {sleeps}"
+
+
 def test_responses_up_to_16_mib_are_read_larger_ones_refused_unread(wdata_conn):
     hook = WdataHook()
     wdata_conn.add_fault(Fault(method="GET", path_contains=CONN, kind="huge", size=16 * MiB - 256 * 1024))

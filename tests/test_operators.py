@@ -129,7 +129,7 @@ def test_never_starts_twice_under_ambiguous_faults(wdata_conn, fault):
 
 
 def test_start_retried_when_certainly_not_accepted(wdata_conn):
-    wdata_conn.add_fault(Fault(method="POST", path_contains="batch/refresh", status=503))
+    wdata_conn.add_fault(Fault(method="POST", path_contains="batch/refresh", status=503, headers={"Retry-After": "1"}))
     batch_op(["conn-1"], wait_for_completion=False).execute(context())
     assert posts(wdata_conn) == 2
     assert len(wdata_conn.batches) == 1

@@ -7,7 +7,7 @@ import json
 import pendulum
 import pytest
 
-from airflow_provider_wdata import protocol
+from airflow_provider_wdata import protocol, request_fields
 from airflow_provider_wdata.config import build_config
 from airflow_provider_wdata.constants import MAX_BATCH_SIZE, MAX_PAGE_SIZE, MAX_WORKSPACE_ID_LENGTH
 from airflow_provider_wdata.exceptions import (
@@ -115,7 +115,7 @@ def test_start_batch_request_body_and_flags():
 
 
 def test_none_fields_are_left_out():
-    body = protocol.refresh_connection_item({"connection_id": "c", "source_parameters": None})
+    body = request_fields.refresh_connection_item({"connection_id": "c", "source_parameters": None})
     assert body == {"connectionId": "c"}
 
 
@@ -163,6 +163,30 @@ def test_unknown_keys_are_refused_naming_them_and_the_item():
 def test_mistyped_fields_are_refused(item, says):
     with pytest.raises(WdataConfigError, match=says):
         protocol.validate_batch_connections([item])
+
+
+@pytest.mark.parametrize(
+    ("parameters", "says"),
+    [
+        ({"as_of": pendulum.datetime(2026, 12, 3)}, r"connections\[0\] source_parameters\['as_of'\] is a DateTime"),
+        ({"rate": float("nan")}, r"source_parameters\['rate'\] is nan"),
+        ({"rows": [1, float("inf")]}, r"source_parameters\['rows'\]\[1\] is inf"),
+        ({"ids": {1, 2}}, r"source_parameters\['ids'\] is a set"),
+        ({"nested": {3: "x"}}, r"source_parameters\['nested'\] has the key 3, not a string"),
+    ],
+)
+def test_parameters_a_json_body_cannot_carry_are_refused_naming_where_they_are(parameters, says):
+    # Refused before any request: sent, NaN would be refused by requests after the start was counted as sent, and
+    # a date would escape as a bare TypeError.
+    with pytest.raises(WdataConfigError, match=says) as info:
+        protocol.validate_batch_connections([{"connection_id": "c", "source_parameters": parameters}])
+    assert "a date as a string" in str(info.value)
+
+
+def test_json_parameters_of_every_kind_are_taken_as_they_are():
+    parameters = {"a": "x", "b": 1, "c": 1.5, "d": True, "e": None, "f": [1, "2", {"g": [False]}], "h": (3,)}
+    (item,) = protocol.validate_batch_connections([{"connection_id": "c", "destination_parameters": parameters}])
+    assert item["destinationParameters"] == parameters
 
 
 def test_single_refresh_request():
@@ -317,9 +341,19 @@ def test_reads_are_not_retried_on_other_statuses(status):
     assert not protocol.api_error(GET, raw(status)).retryable
 
 
-@pytest.mark.parametrize(("status", "retryable"), [(429, True), (503, True), (500, False), (502, False), (504, False)])
-def test_starts_are_retried_only_when_the_service_certainly_did_not_take_them(status, retryable):
-    assert protocol.api_error(START, raw(status)).retryable is retryable
+@pytest.mark.parametrize(
+    ("status", "headers", "retryable"),
+    [
+        (429, {}, True),
+        (503, {"Retry-After": "5"}, True),
+        (503, {}, False),  # a proxy's answer too, when the service dropped the connection after taking the start
+        (500, {}, False),
+        (502, {}, False),
+        (504, {}, False),
+    ],
+)
+def test_starts_are_retried_only_when_the_service_certainly_did_not_take_them(status, headers, retryable):
+    assert protocol.api_error(START, raw(status, headers=headers)).retryable is retryable
 
 
 def test_retry_after_in_seconds_and_as_an_http_date():
@@ -359,8 +393,9 @@ def test_refine_error_leaves_reads_alone():
         WdataApiError("500", status=500, method="POST", path="/p"),
         WdataApiError("502", status=502, method="POST", path="/p"),
         WdataApiError("520", status=520, method="POST", path="/p"),
+        WdataApiError("503", status=503, method="POST", path="/p"),
     ],
-    ids=["sent", "200", "299", "500", "502", "520"],
+    ids=["sent", "200", "299", "500", "502", "520", "503 without Retry-After"],
 )
 def test_start_failures_after_which_it_may_have_started(error):
     refined = protocol.refine_error(START, error)
@@ -374,13 +409,13 @@ def test_start_failures_after_which_it_may_have_started(error):
     [
         WdataTransportError("refused", request_sent=False),
         WdataApiError("429", status=429, method="POST", path="/p"),
-        WdataApiError("503", status=503, method="POST", path="/p"),
+        WdataApiError("503", status=503, method="POST", path="/p", retry_after=5.0),
         WdataApiError("400", status=400, method="POST", path="/p"),
         WdataApiError("404", status=404, method="POST", path="/p"),
         WdataApiError("300", status=300, method="POST", path="/p"),
         WdataError("something else"),
     ],
-    ids=["refused", "429", "503", "400", "404", "300", "other"],
+    ids=["refused", "429", "503 with Retry-After", "400", "404", "300", "other"],
 )
 def test_start_failures_that_certainly_started_nothing_stay_as_they_are(error):
     assert protocol.refine_error(START, error) is error

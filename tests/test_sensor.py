@@ -7,8 +7,13 @@ import time
 import pytest
 from airflow.exceptions import TaskDeferred
 
-from airflow_provider_wdata._compat import AirflowSkipException, PokeReturnValue
-from airflow_provider_wdata.exceptions import WdataError, WdataRefreshFailedError, WdataRefreshTimeoutError
+from airflow_provider_wdata._compat import AirflowSensorTimeout, AirflowSkipException, PokeReturnValue
+from airflow_provider_wdata.exceptions import (
+    WdataError,
+    WdataRefreshFailedError,
+    WdataRefreshTimeoutError,
+    WdataSensorTimeoutError,
+)
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.sensors.wdata import DEFERRAL_TIMEOUT_GRACE, BatchRefreshSensor, ConnectionRefreshSensor
 from airflow_provider_wdata.testing import Fault
@@ -146,6 +151,40 @@ def test_execute_complete_outcomes():
         wait.execute_complete({}, {"status": "failed", "message": "c1 failed", "failed": [{"connection_id": "c1"}]})
     with pytest.raises(WdataError, match="HTTP 403"):
         wait.execute_complete({}, {"status": "error", "message": "HTTP 403"})
+
+
+def connection_sensor(**kwargs) -> ConnectionRefreshSensor:
+    return ConnectionRefreshSensor(
+        task_id="w", connection_id="conn-1", job_id="j-1", poke_interval=0.05, hook_params=FAST_HOOK, **kwargs
+    )
+
+
+@pytest.mark.parametrize("make_sensor", [lambda: sensor("b"), connection_sensor], ids=["batch", "connection"])
+def test_a_timeout_from_the_trigger_is_a_sensor_timeout_that_airflow_does_not_retry(make_sensor):
+    timeout_event = {"status": "timeout", "message": "Timed out: ... Last seen: running. Still running: conn-1"}
+    with pytest.raises(WdataSensorTimeoutError, match="Still running: conn-1") as info:
+        make_sensor().execute_complete({}, timeout_event)
+    assert isinstance(info.value, AirflowSensorTimeout), "Airflow fails a sensor timeout without retrying"
+    assert isinstance(info.value, WdataRefreshTimeoutError)
+
+
+def test_a_timeout_in_poke_mode_raises_the_same_error_with_the_last_statuses(wdata_conn):
+    wdata_conn.script_connection("conn-1", outcome="stuck")
+    batch_id = start("conn-1")
+    # Airflow's own timeout check comes after the first poke: a microsecond is over by then, with no sleep.
+    with pytest.raises(WdataSensorTimeoutError) as info:
+        sensor(batch_id, mode="poke", timeout=1e-6).execute({})
+    assert isinstance(info.value, AirflowSensorTimeout)
+    assert type(info.value) is WdataSensorTimeoutError, "the type a deferred sensor's timeout raises"
+    assert "Timed out: the refresh did not end" in str(info.value)
+    assert "Still running: conn-1 (source=" in str(info.value)
+    assert "exceeds the specified timeout" in str(info.value), "Airflow's own words come last"
+
+
+def test_soft_fail_skips_a_timeout_in_poke_mode(wdata_conn):
+    wdata_conn.script_connection("conn-1", outcome="stuck")
+    with pytest.raises(AirflowSkipException):
+        sensor(start("conn-1"), mode="poke", timeout=1e-6, soft_fail=True).execute({})
 
 
 @pytest.mark.parametrize("status", ["timeout", "failed"])

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from airflow_provider_wdata import throttle
+from airflow_provider_wdata import shared_config, throttle
 from airflow_provider_wdata.exceptions import WdataAuthError
 from airflow_provider_wdata.hooks import wdata as hook_module
 from airflow_provider_wdata.hooks.wdata import WdataHook
@@ -220,6 +220,45 @@ async def test_refused_credentials_drop_the_reused_connection(wdata_conn, lookup
         await WdataHook(max_attempts=1).aget_batch_refresh(batch_id)
     await WdataHook().aget_batch_refresh(batch_id)
     assert len(lookups) == 2, "read again at once after the refusal"
+
+
+class BlockedLookup:
+    """A connection lookup that ends when the test lets it."""
+
+    def __init__(self) -> None:
+        self.released, self.calls, self.config = asyncio.Event(), 0, object()
+
+    async def __call__(self) -> object:
+        self.calls += 1
+        await self.released.wait()
+        return self.config
+
+    def ask(self, key: str) -> asyncio.Task:
+        return asyncio.create_task(shared_config.shared_config(key, self, 30.0))  # type: ignore[arg-type]
+
+
+async def test_a_hook_cancelled_while_it_waits_for_a_shared_lookup_leaves_the_lookup_to_the_others():
+    lookup = BlockedLookup()
+    first, waiting, cancelled = (lookup.ask("cancelled-waiter") for _ in range(3))
+    await asyncio.sleep(0)  # one loop turn: the three are waiting, the first on its own lookup
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    lookup.released.set()
+    assert await first is lookup.config and await waiting is lookup.config
+    assert cancelled.cancelled()
+    assert await lookup.ask("cancelled-waiter") is lookup.config, "the lookup is still reused afterwards"
+    assert lookup.calls == 1
+
+
+async def test_a_lookup_whose_own_hook_is_cancelled_is_made_again_by_the_hooks_waiting_for_it():
+    lookup = BlockedLookup()
+    first, waiting = lookup.ask("cancelled-owner"), lookup.ask("cancelled-owner")
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    lookup.released.set()
+    assert await waiting is lookup.config
+    assert first.cancelled() and lookup.calls == 2
 
 
 def test_each_event_loop_has_its_own_reused_connections(wdata_conn, lookups):

@@ -1,15 +1,27 @@
-"""The transports' TLS and proxy handling, through WdataHook against the simulator on loopback."""
+"""The transports' TLS, proxy and body-size handling, against servers on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import json
+import os
 import re
+import socket
+import ssl
+import threading
+from collections.abc import Awaitable
 
 import pytest
 
-from airflow_provider_wdata.exceptions import WdataConfigError, WdataTransportError
+from airflow_provider_wdata import protocol
+from airflow_provider_wdata.config import WdataConfig
+from airflow_provider_wdata.exceptions import WdataConfigError, WdataRefreshMayHaveStartedError, WdataTransportError
 from airflow_provider_wdata.hooks.wdata import WdataHook
+from airflow_provider_wdata.protocol import RawResponse
+from airflow_provider_wdata.tokens import AccessToken
+from airflow_provider_wdata.transport import AsyncTransport, SyncTransport
 from tests.conftest import CANARY_SECRET, CANARY_TOKEN_PREFIX
 
 
@@ -178,3 +190,176 @@ def test_async_calls_go_through_the_proxy_the_environment_names(wdata_conn, monk
         f"GET {origin}/s/wdata/prep/api/v1/connections/conn-1",
     ], "the token request and the API call both went through the proxy"
     assert len(wdata_conn.requests) == 2, "and reached the service from there"
+
+
+# ----------------------------------------------------------------------- TLS failures: sent or not
+
+#: TLS application-data records of 32 zero bytes, written under the TLS layer: the client fails where it reads
+#: one, after the handshake and after its request went out. No key decrypts the first (bad record MAC); the
+#: second has a bad version, the error a plain-HTTP server gives at the handshake.
+UNDECRYPTABLE_RECORD = b"\x17\x03\x03\x00\x20" + bytes(32)
+WRONG_VERSION_RECORD = b"\x17\x03\x09\x00\x20" + bytes(32)
+BROKEN_BODY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+
+
+class CannedTlsServer:
+    """A TLS server on loopback, in a thread: it reads each request, writes ``answer``, then ``forged_record`` if
+    any: a TLS failure after the request was sent. It records each request line."""
+
+    def __init__(self, certificate, answer: bytes, forged_record: bytes = b"") -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        certificate.configure_cert(self.context)
+        self.answer, self.forged_record = answer, forged_record
+        self.request_lines: list[str] = []
+        self._closing = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> CannedTlsServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._closing = True
+        socket.create_connection(self._listener.getsockname()).close()  # wakes accept()
+        self._thread.join()
+        self._listener.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            client, _ = self._listener.accept()
+            if self._closing:
+                client.close()
+                return
+            client.settimeout(5)
+            with contextlib.suppress(OSError), self.context.wrap_socket(client, server_side=True) as tls:
+                self._answer(tls)
+
+    def _answer(self, tls) -> None:
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += tls.recv(65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        while length and len(body) < int(length[1]):
+            body += tls.recv(65536)
+        self.request_lines.append(head.split(b"\r\n", 1)[0].decode())
+        tls.sendall(self.answer)
+        os.write(tls.fileno(), self.forged_record)
+        # Until the client closes (or alerts): closing first, with its bytes unread, would reset the connection.
+        while tls.recv(65536):
+            pass
+
+
+@pytest.fixture
+def tls_ca(tmp_path):
+    import trustme
+
+    ca = trustme.CA()
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    return ca, str(ca_path)
+
+
+def direct_config(base_url: str, verify: bool | str = True) -> WdataConfig:
+    return WdataConfig(
+        conn_id="wdata_default",
+        client_id="tls-client",
+        client_secret=CANARY_SECRET,
+        base_url=base_url,
+        token_url=f"{base_url}/iam/v1/oauth2/token",
+        timeout=5,
+        verify=verify,
+    )
+
+
+def settled(result):
+    """An async transport's answer, awaited in a new event loop; a sync transport's as it is."""
+    return asyncio.run(result) if isinstance(result, Awaitable) else result
+
+
+def start_refresh(transport, config: WdataConfig):
+    """What the transport returns for a POST that starts a refresh, as the hook would raise it."""
+    result = settled(transport.send(protocol.refresh_connection("conn-1"), config, AccessToken("test-token", 3600, 60)))
+    assert isinstance(result, WdataTransportError), result
+    assert result.__context__ is None, "returned, not raised: it carries no requests/aiohttp exception"
+    return result
+
+
+@pytest.mark.parametrize("case", ["untrusted certificate", "plain http server", "unparsable CA bundle"])
+def test_a_failed_handshake_is_not_sent_and_gives_the_hint(case, tls_simulator, simulator, tmp_path):
+    tls_sim, _ = tls_simulator
+    if case == "untrusted certificate":
+        sim, config = tls_sim, direct_config(tls_sim.root_url)
+    elif case == "plain http server":
+        sim, config = simulator, direct_config(simulator.root_url.replace("http://", "https://"))
+    else:
+        bundle = tmp_path / "not-a-bundle.pem"
+        bundle.write_text("not a certificate\n")
+        sim, config = tls_sim, direct_config(tls_sim.root_url, verify=str(bundle))
+    error = SyncTransport().post_token(config)
+    assert isinstance(error, WdataTransportError)
+    assert str(error).startswith("TLS handshake with 127.0.0.1 failed")
+    assert not error.request_sent and not error.retryable and error.__context__ is None
+    assert sim.token_requests == []
+
+
+AFTER_SENDING = pytest.mark.parametrize(
+    ("answer", "forged_record"),
+    [(b"", UNDECRYPTABLE_RECORD), (BROKEN_BODY, UNDECRYPTABLE_RECORD), (BROKEN_BODY, WRONG_VERSION_RECORD)],
+    ids=["before the status line", "while reading the body", "while reading the body, with a handshake's error"],
+)
+
+
+@AFTER_SENDING
+def test_a_tls_failure_after_sending_is_sent_and_retryable(answer, forged_record, tls_ca):
+    ca, ca_path = tls_ca
+    with CannedTlsServer(ca.issue_cert("127.0.0.1"), answer, forged_record) as server:
+        netloc = server.base_url.removeprefix("https://")
+        error = start_refresh(SyncTransport(), direct_config(server.base_url, verify=ca_path))
+    assert server.request_lines == ["POST /api/v1/connections/conn-1/refresh HTTP/1.1"]
+    assert error.request_sent and error.retryable
+    message = str(error)
+    assert message.startswith(f"POST to {netloc} failed after the request was sent: [SSL")
+    assert "TLS handshake" not in message and "test-token" not in message
+    refined = protocol.refine_error(protocol.refresh_connection("conn-1"), error)
+    assert isinstance(refined, WdataRefreshMayHaveStartedError), "so the task's retry does not start it twice"
+
+
+@AFTER_SENDING
+def test_async_tls_failures_after_sending_are_sent_too(answer, forged_record, tls_ca):
+    # aiohttp tells a failed handshake (ClientConnectorSSLError) from a later TLS failure (ClientOSError).
+    ca, ca_path = tls_ca
+    with CannedTlsServer(ca.issue_cert("127.0.0.1"), answer, forged_record) as server:
+        error = start_refresh(AsyncTransport(), direct_config(server.base_url, verify=ca_path))
+    assert server.request_lines == ["POST /api/v1/connections/conn-1/refresh HTTP/1.1"]
+    assert error.request_sent and error.retryable and "TLS handshake" not in str(error)
+
+
+# ------------------------------------------------------------------------------ compressed answers
+
+
+@pytest.mark.parametrize("transport_type", [SyncTransport, AsyncTransport])
+@pytest.mark.parametrize(
+    ("body", "too_large"),
+    [(b'{"ok": true}', False), (b"0" * 100_000, True)],
+    ids=["small once decompressed", "too large once decompressed"],
+)
+def test_a_gzip_answer_is_limited_by_its_decompressed_size(transport_type, body, too_large, tls_ca):
+    ca, ca_path = tls_ca
+    max_bytes = 10_000
+    compressed = gzip.compress(body)
+    assert len(compressed) <= max_bytes, "its Content-Length alone would let it through"
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(compressed), compressed)
+    )
+    with CannedTlsServer(ca.issue_cert("127.0.0.1"), answer) as server:
+        result = settled(transport_type(max_bytes).post_token(direct_config(server.base_url, verify=ca_path)))
+    assert isinstance(result, RawResponse) and result.status == 200
+    assert result.too_large is too_large
+    assert result.body == (b"" if too_large else body)

@@ -9,6 +9,7 @@ import time
 import pendulum
 import pytest
 
+from airflow_provider_wdata import wait as wait_module
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.testing import Fault
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
@@ -110,7 +111,8 @@ async def test_timeout_carries_the_last_statuses_and_keeps_the_deadline(wdata_co
     assert trigger.serialize()[1]["deadline"] == deadline, "running never rewrites the serialized deadline"
 
 
-async def test_a_read_still_running_at_the_deadline_is_cut_off_there(wdata_conn):
+async def test_a_read_still_running_past_the_last_reads_grace_is_cut_off(wdata_conn, monkeypatch):
+    monkeypatch.setattr(wait_module, "LAST_READ_GRACE", 0.5)
     batch_id = await asyncio.to_thread(start_batch)
     # Answered after 30 s: well past the deadline, yet within the hook's timeout (FAST_HOOK's 2 s bounds the
     # exchange at 4 s, hence the larger timeout here), so only the deadline can end it. The token is cached (the

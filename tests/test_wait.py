@@ -26,7 +26,13 @@ from airflow_provider_wdata.exceptions import (
 )
 from airflow_provider_wdata.models import RefreshBatch
 from airflow_provider_wdata.ticks import READ_TICK, READS_PER_TICK
-from airflow_provider_wdata.wait import FIRST_READ_SPREAD_MAX, MAX_LISTED_UNFINISHED, BatchWait, finish
+from airflow_provider_wdata.wait import (
+    FIRST_READ_SPREAD_MAX,
+    LAST_READ_GRACE,
+    MAX_LISTED_UNFINISHED,
+    BatchWait,
+    finish,
+)
 
 NOW = 1_900_000_000.0
 
@@ -119,7 +125,7 @@ def test_first_read_comes_one_interval_after_the_last_one():
     assert wait.first_delay(now=NOW) == pytest.approx(7)
     short = BatchWait(batch_id="b", poll_interval=10, deadline=NOW + 2, last_read_at=NOW)
     assert short.first_delay(now=NOW) == 2, "never past the deadline"
-    assert short.first_delay(now=NOW + 2) is None
+    assert short.first_delay(now=NOW + 5) == 0, "a wait started past its deadline reads once, at once"
 
 
 @pytest.mark.parametrize("last_read_at", [None, NOW - 600, NOW - 86_400])
@@ -405,7 +411,7 @@ async def test_a_wait_keeps_one_deadline_timer_for_all_its_reads_and_no_timer_pe
     until = sorted(handle.when() - loop.time() for handle in scheduled)
     assert len(until) == 2, f"two timers: the next read's tick and the deadline, not {scheduled}"
     assert until[0] <= 0.05 + wait.read_tick / 2, "the next read's tick: one interval on, moved by at most half a tick"
-    assert until[1] == pytest.approx(600, abs=5), "the deadline's"
+    assert until[1] == pytest.approx(600 + LAST_READ_GRACE, abs=5), "the deadline's, with the last read's grace"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -418,6 +424,48 @@ async def test_a_resting_wait_still_ends_at_its_deadline():
     event = await asyncio.wait_for(wait.arun(hook, log), timeout=10)
     assert hook.read.is_set()
     assert event["status"] == "timeout" and "source=running" in event["message"], "timed out with the last statuses"
+
+
+class Scripted:
+    """A hook answering its batch's reads from a script (the last answer repeats), sync and async; counts reads."""
+
+    def __init__(self, *statuses: str) -> None:
+        self.statuses, self.reads = statuses, 0
+
+    def get_batch_refresh(self, batch_id, workspace_id=None) -> RefreshBatch:
+        status = self.statuses[min(self.reads, len(self.statuses) - 1)]
+        self.reads += 1
+        return batch(status, status)
+
+    async def aget_batch_refresh(self, batch_id, workspace_id=None) -> RefreshBatch:
+        return self.get_batch_refresh(batch_id, workspace_id)
+
+
+async def ended(wait: BatchWait, hook: Scripted, mode: str) -> dict:
+    if mode == "deferred":
+        return await asyncio.wait_for(wait.arun(hook, RecordingLog()), timeout=10)  # type: ignore[arg-type]
+    return await asyncio.to_thread(wait.run, hook, RecordingLog())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["deferred", "in the worker"])
+async def test_the_last_read_is_made_at_the_deadline_in_every_mode(mode):
+    # First read 0.1 s from now; the next one, 30 s on, would be past the deadline (0.4 s on): it is made there.
+    hook = Scripted("running", "complete")
+    now = time.time()
+    wait = BatchWait(batch_id="b-1", poll_interval=30, deadline=now + 0.4, last_read_at=now - 29.9)
+    event = await ended(wait, hook, mode)
+    assert event["status"] == "success", "the refresh ended before the deadline: found by the read made at it"
+    assert hook.reads == 2
+
+
+@pytest.mark.parametrize("mode", ["deferred", "in the worker"])
+@pytest.mark.parametrize(("status", "outcome"), [("complete", "success"), ("running", "timeout")])
+async def test_a_wait_that_starts_past_its_deadline_reads_once(mode, status, outcome):
+    # A triggerer back from an outage longer than the wait: the refresh may have ended in time.
+    hook = Scripted(status)
+    event = await ended(BatchWait(batch_id="b-1", poll_interval=30, deadline=time.time() - 60), hook, mode)
+    assert event["status"] == outcome and hook.reads == 1
+    assert f"source={status}" in event["message"], "what the one read found"
 
 
 def test_an_ended_event_loop_is_not_kept_alive_by_its_session_or_its_read_ticks():

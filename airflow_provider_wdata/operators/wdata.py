@@ -13,13 +13,19 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow_provider_wdata import durable, protocol
-from airflow_provider_wdata._compat import DEFAULT_OUTLETS, BaseOperator, Context, default_deferrable
+from airflow_provider_wdata import durable, protocol, request_fields
+from airflow_provider_wdata._compat import (
+    DEFAULT_OUTLETS,
+    TASK_STATE_STORE_ERRORS,
+    BaseOperator,
+    Context,
+    default_deferrable,
+)
 from airflow_provider_wdata.arguments import is_templated, positive_seconds
 from airflow_provider_wdata.assets import default_outlets, record_asset_events, refresh_runs
-from airflow_provider_wdata.decision import Decision, Outcome, decide_batch, decide_connection_run
-from airflow_provider_wdata.durable import StartedRefresh
-from airflow_provider_wdata.exceptions import WdataError
+from airflow_provider_wdata.decision import Decision, Outcome, RunState, decide_batch, decide_connection_run, run_state
+from airflow_provider_wdata.durable import StartedRefresh, WdataRefreshNotRecordedError
+from airflow_provider_wdata.exceptions import WdataApiError, WdataAuthError, WdataError
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.openlineage import WdataLineageMixin
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
@@ -127,11 +133,34 @@ class _StartsRefresh(WdataLineageMixin, BaseOperator):
             completed=list(completed),
             **ids,
         )
-        if store is not None:
+        if store is None:
+            return self._follow(record, context, started_at)
+        try:
             durable.save(store, record)
+        except TASK_STATE_STORE_ERRORS as error:  # an outage; anything else is a bug
+            return self._follow_unrecorded(record, context, started_at, error)
+        except Exception as error:
+            failure = f"recording it in the task state store failed unexpectedly ({type(error).__name__}: {error})."
+            raise _not_recorded(record, failure) from error
         return self._follow(record, context, started_at)
 
-    def _follow(self, record: StartedRefresh, context: Context, last_read_at: float) -> Any:
+    def _follow_unrecorded(self, record: StartedRefresh, context: Context, started_at: float, cause: Exception) -> Any:
+        """Follow a refresh the store did not record. No later try could know of it, so this try must succeed or
+        fail for good; it waits in this worker because a deferred wait can end (trigger error, deferral timeout)
+        in an ordinary failure that Airflow would retry."""
+        self.log.error(
+            "Wdata %s started, but the task state store did not record it (%s): following it in this worker; "
+            "unless this try succeeds, it fails without retry so that no retry starts it again.",
+            _describe(record),
+            cause,
+        )
+        try:
+            return self._follow(record, context, started_at, may_defer=False)
+        except BaseException as error:  # Airflow 3 retries AirflowTaskTimeout and SystemExit, BaseExceptions too
+            failure = f"the task state store did not record it ({cause}), and this try did not succeed: {error}"
+            raise _not_recorded(record, failure) from error
+
+    def _follow(self, record: StartedRefresh, context: Context, last_read_at: float, may_defer: bool = True) -> Any:
         """Push the ids, then return them or wait (deferred or in this worker) for the refresh to end."""
         ids = self.ids_of(record)
         for key, value in ids.items():
@@ -139,7 +168,7 @@ class _StartsRefresh(WdataLineageMixin, BaseOperator):
         if not self.wait_for_completion:
             return next(iter(ids.values()))
         trigger = self.make_trigger(record, last_read_at)
-        if self.deferrable:
+        if self.deferrable and may_defer:
             self.log.info("Deferring: the triggerer polls every %s s for up to %s s.", self.poll_interval, self.timeout)
             self.defer(
                 trigger=trigger,
@@ -179,7 +208,15 @@ class _StartsRefresh(WdataLineageMixin, BaseOperator):
         except WdataError as error:
             if error.retryable:
                 raise  # the service is in trouble: failing this try is safer than a second start
-            self.log.warning("%s: %s cannot be read (%s); starting afresh.", attempt, what, error)
+            if not _unknown_to_the_service(error):
+                self.log.warning("%s: %s cannot be read; starting nothing while in doubt.", attempt, what)
+                raise WdataError(
+                    f"Wdata {what} was started by an earlier try of this task, and reading it failed: {error} "
+                    "Nothing is started again while it is unknown how it stands (a second start would refresh it "
+                    "twice). Fix the cause and let Airflow retry the task, which reads it again; or check it in "
+                    "Wdata and clear the task, which starts the refresh afresh."
+                ) from error
+            self.log.warning("%s: %s is unknown to Wdata (HTTP 404); starting afresh.", attempt, what)
             return self._start_and_wait(self.requested(), context, store)
         decision = self.decide(refresh)
         if decision.outcome is Outcome.RUNNING:
@@ -188,6 +225,16 @@ class _StartsRefresh(WdataLineageMixin, BaseOperator):
         if decision.outcome is Outcome.SUCCESS:
             self.log.info("%s: %s has succeeded; returning its result without starting another.", attempt, what)
             return self._succeeded(context, refresh.to_dict(), record)
+        running = self.still_running(refresh)
+        if running:
+            names = ", ".join(running)
+            self.log.warning("%s: %s ended badly, but %s still run in Wdata; starting nothing.", attempt, what, names)
+            raise WdataError(
+                f"{decision.summary}; but connection(s) {names} of it are still running in Wdata. "
+                "Nothing is started while they run (that would refresh them twice): a later retry of this task "
+                "reads the batch again and reruns what failed once they have ended. With no retry left, wait "
+                "until they end in Wdata; clearing the task then starts every connection again."
+            )
         rerun, completed = self.plan_rerun(record, refresh, decision)
         names = ", ".join(str(c["connection_id"]) for c in rerun)
         which = "all" if len(rerun) == len(record.connections) else "only the failed"
@@ -201,6 +248,10 @@ class _StartsRefresh(WdataLineageMixin, BaseOperator):
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """What to start again after a failed refresh, and the runs that succeeded and are kept."""
         return record.connections, []
+
+    def still_running(self, refresh: Any) -> list[str]:
+        """The connections of a failed refresh that are still running in Wdata."""
+        return []
 
 
 class WdataRefreshBatchOperator(_StartsRefresh):
@@ -256,7 +307,7 @@ class WdataRefreshBatchOperator(_StartsRefresh):
     def requested(self) -> list[dict[str, Any]]:
         items = protocol.validate_batch_connections(self.connections)
         return [
-            {field: item[key] for field, key in protocol.REFRESH_CONNECTION_FIELDS.items() if key in item}
+            {field: item[key] for field, key in request_fields.REFRESH_CONNECTION_FIELDS.items() if key in item}
             for item in items
         ]
 
@@ -278,6 +329,13 @@ class WdataRefreshBatchOperator(_StartsRefresh):
 
     def ids_of(self, record: StartedRefresh) -> dict[str, str]:
         return {"batch_refresh_id": str(record.batch_id)}
+
+    def still_running(self, refresh: Any) -> list[str]:
+        return [
+            str(child.connection_id)
+            for child in refresh.child_refreshes
+            if run_state(child.source_status, child.destination_status, child.error) is RunState.IN_PROGRESS
+        ]
 
     def plan_rerun(
         self, record: StartedRefresh, refresh: Any, decision: Decision
@@ -398,6 +456,18 @@ def _trigger_options(operator: _StartsRefresh, last_read_at: float) -> dict[str,
         "hook_params": operator.hook_params,
         "last_read_at": last_read_at,
     }
+
+
+def _unknown_to_the_service(error: WdataError) -> bool:
+    """Wdata answered 404 to the status read: it does not know the recorded id (not the token endpoint's 404)."""
+    return isinstance(error, WdataApiError) and not isinstance(error, WdataAuthError) and error.status == 404
+
+
+def _not_recorded(record: StartedRefresh, failure: str) -> WdataRefreshNotRecordedError:
+    return WdataRefreshNotRecordedError(
+        f"Wdata {_describe(record)} started, but {failure} Airflow does not retry this task: a retry could not "
+        "know the refresh and would start it again. Check it in Wdata; clear the task to start it again."
+    )
 
 
 def _try_number(context: Context) -> Any:

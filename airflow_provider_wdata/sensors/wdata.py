@@ -16,14 +16,16 @@ from typing import Any
 from airflow_provider_wdata import protocol
 from airflow_provider_wdata._compat import (
     AIRFLOW_V_3_3_PLUS,
+    AirflowSensorTimeout,
     BaseSensorOperator,
     Context,
     PokeReturnValue,
     StartTriggerArgs,
     default_deferrable,
 )
-from airflow_provider_wdata.arguments import is_templated, positive_seconds
+from airflow_provider_wdata.arguments import is_resolved_by_airflow, is_templated, positive_seconds
 from airflow_provider_wdata.assets import record_asset_events, refresh_runs
+from airflow_provider_wdata.exceptions import WdataConfigError, WdataRefreshTimeoutError, WdataSensorTimeoutError
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.openlineage import WdataLineageMixin
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
@@ -81,6 +83,14 @@ class _RefreshSensor(WdataLineageMixin, BaseSensorOperator):
         check. The trigger's arguments are fixed now, so its wait is the sensor's ``timeout`` from its start."""
         if not self._start_in_triggerer:
             return
+        resolved = [name for name in self.template_fields if is_resolved_by_airflow(getattr(self, name))]
+        if resolved:
+            raise WdataConfigError(
+                f"start_from_trigger=True cannot take {', '.join(resolved)} from an XComArg (or another value Airflow "
+                "resolves when the task runs): the trigger's arguments are fixed when the DAG is parsed, and the "
+                "triggerer renders only Jinja templates in them. Pull the XCom in a template instead, e.g. "
+                "\"{{ ti.xcom_pull(task_ids='start', map_indexes=-1) }}\" for start.output, or use deferrable=True."
+            )
         trigger = self.make_trigger(deadline=None, last_read_at=None)
         self.start_from_trigger = True
         self.start_trigger_args = StartTriggerArgs(
@@ -110,7 +120,16 @@ class _RefreshSensor(WdataLineageMixin, BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
-            return super().execute(context)
+            try:
+                return super().execute(context)
+            except AirflowSensorTimeout as timed_out:
+                if isinstance(timed_out, WdataSensorTimeoutError):
+                    raise
+                # Airflow's own timeout ended a poke or reschedule wait: end it as a deferred wait's timeout
+                # event does, with the last statuses read.
+                self.execute_complete(context, self._timeout_event_now(because=str(timed_out)))
+                raise  # not reached: a timeout event always raises
+
         trigger = self.make_trigger(deadline=time.time() + self.timeout, last_read_at=None)
         wait = trigger.make_wait()
         event = wait.read(self.hook, self.log)
@@ -133,10 +152,22 @@ class _RefreshSensor(WdataLineageMixin, BaseSensorOperator):
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.execute_complete(context, event))
 
+    def _timeout_event_now(self, *, because: str) -> dict[str, Any]:
+        """The timeout event of the poke wait, as if its deadline were now, its message ending with ``because``."""
+        wait = self._poke_wait or self.make_trigger(deadline=math.inf, last_read_at=None).make_wait()
+        wait.deadline = time.time()
+        event = wait.timeout_event()
+        event["message"] = f"{event['message']} ({because})"
+        return event
+
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Called with the trigger's event (or the same event built in poke mode)."""
         self.record_wdata_lineage(event)
-        summary = finish(event, log=self.log, soft_fail=self.soft_fail)
+        try:
+            summary = finish(event, log=self.log, soft_fail=self.soft_fail)
+        except WdataRefreshTimeoutError as timed_out:
+            # Final, as Airflow's own sensor timeout is: a retry would wait the whole timeout again.
+            raise WdataSensorTimeoutError(str(timed_out)) from None
         record_asset_events(context, self.outlets, refresh_runs(event))
         return summary
 
@@ -144,7 +175,8 @@ class _RefreshSensor(WdataLineageMixin, BaseSensorOperator):
 class BatchRefreshSensor(_RefreshSensor):
     """Wait for a Wdata batch refresh to end; fail, naming each failed connection, if it went wrong.
 
-    :param batch_id: the batch refresh id (templated), e.g. ``{{ ti.xcom_pull('start', 'batch_refresh_id') }}``.
+    :param batch_id: the batch refresh id (templated), e.g. ``{{ ti.xcom_pull('start', 'batch_refresh_id') }}``, or
+        an XComArg such as ``start.output``.
     :param wdata_conn_id: the Airflow connection of type ``wdata``.
     :param workspace_id: workspaceId sent with each read (templated); defaults to the connection's.
     :param fail_fast: fail as soon as one connection refresh failed, without waiting for the others.
@@ -152,8 +184,8 @@ class BatchRefreshSensor(_RefreshSensor):
     :param deferrable: wait in the triggerer instead of a worker slot (default: ``[operators]
         default_deferrable``). Checks once first and returns at once if the batch has already ended.
     :param poke_interval: seconds between two status reads, in every mode.
-    :param timeout: seconds (or a timedelta) before the wait ends with a timeout (skipped instead with
-        ``soft_fail``).
+    :param timeout: seconds (or a timedelta) before the wait ends with ``WdataSensorTimeoutError``, in every mode:
+        an ``AirflowSensorTimeout``, so not retried (skipped instead with ``soft_fail``).
     :param hook_params: keyword arguments for :class:`WdataHook` (``timeout``, ``max_attempts``, backoff...).
     :param start_from_trigger: Airflow 3.3+: start the task directly in the triggerer, with ``batch_id`` and
         ``workspace_id`` rendered there; the wait holds no worker slot, not even for its first check. Its
