@@ -448,3 +448,32 @@ def test_once_the_running_connections_ended_a_retry_reruns_only_the_failed_one(w
     result = batch_op(connections).execute(task.context())
     assert starts(wdata_conn) == [["conn-2"]]
     assert sorted(c["connection_id"] for c in result["child_refreshes"]) == connections
+
+
+def test_a_failed_batch_whose_connections_all_completed_starts_nothing(wdata_conn, all_logs):
+    connections = ["conn-1", "conn-2", "conn-3"]
+    task = Task()
+    task.store.set(
+        durable.STORE_KEY, {"connections": [{"connection_id": c} for c in connections], "batch_id": "b-aborted"}
+    )
+    body = running_child_batch("b-aborted", "complete")
+    body["childRefreshes"][2].update(destinationStatus="complete")
+    wdata_conn.put_raw_batch("b-aborted", body)
+    with pytest.raises(WdataRefreshFailedError, match="yet each of its connections completed, so none is started"):
+        batch_op(connections).execute(task.context())
+    assert starts(wdata_conn) == [], "every connection was refreshed once already"
+    assert "though each of its connections completed; starting nothing" in all_logs.text
+
+
+def test_a_retry_reruns_the_connections_a_failed_batch_never_listed(wdata_conn):
+    connections = ["conn-1", "conn-2", "conn-3"]
+    task = Task()
+    task.store.set(
+        durable.STORE_KEY, {"connections": [{"connection_id": c} for c in connections], "batch_id": "b-aborted"}
+    )
+    body = running_child_batch("b-aborted", "complete")
+    del body["childRefreshes"][2]  # the batch failed before it started conn-3
+    wdata_conn.put_raw_batch("b-aborted", body)
+    result = batch_op(connections).execute(task.context())
+    assert starts(wdata_conn) == [["conn-3"]], "only the one the batch never started"
+    assert sorted(c["connection_id"] for c in result["child_refreshes"]) == connections

@@ -25,7 +25,7 @@ from airflow_provider_wdata.arguments import is_templated, positive_seconds
 from airflow_provider_wdata.assets import default_outlets, record_asset_events, refresh_runs
 from airflow_provider_wdata.decision import Decision, Outcome, RunState, decide_batch, decide_connection_run, run_state
 from airflow_provider_wdata.durable import StartedRefresh, WdataRefreshNotRecordedError
-from airflow_provider_wdata.exceptions import WdataApiError, WdataAuthError, WdataError
+from airflow_provider_wdata.exceptions import WdataApiError, WdataAuthError, WdataError, WdataRefreshFailedError
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.openlineage import WdataLineageMixin
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
@@ -236,6 +236,14 @@ class _StartsRefresh(WdataLineageMixin, BaseOperator):
                 "until they end in Wdata; clearing the task then starts every connection again."
             )
         rerun, completed = self.plan_rerun(record, refresh, decision)
+        if not rerun:
+            self.log.warning(
+                "%s: %s ended badly, though each of its connections completed; starting nothing.", attempt, what
+            )
+            raise WdataRefreshFailedError(
+                f"{decision.summary}; yet each of its connections completed, so none is started again (that would "
+                "refresh them twice). Check the batch in Wdata; clearing the task starts every connection again."
+            )
         names = ", ".join(str(c["connection_id"]) for c in rerun)
         which = "all" if len(rerun) == len(record.connections) else "only the failed"
         self.log.info(
@@ -342,10 +350,12 @@ class WdataRefreshBatchOperator(_StartsRefresh):
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         failed = {run.connection_id for run in decision.failed}
         known = set(record.connection_ids)
-        if not self.retry_failed_only or not failed or not failed <= known:
+        if not self.retry_failed_only or not failed <= known:
             return record.connections, []
-        rerun = [spec for spec in record.connections if spec["connection_id"] in failed]
-        kept = [child.to_dict() for child in refresh.child_refreshes if child.connection_id not in failed]
+        # The failed ones, and any the batch never listed: those that completed are not refreshed twice.
+        again = failed | (known - {child.connection_id for child in refresh.child_refreshes})
+        rerun = [spec for spec in record.connections if spec["connection_id"] in again]
+        kept = [child.to_dict() for child in refresh.child_refreshes if child.connection_id not in again]
         earlier = [run for run in record.completed if run.get("connection_id") not in failed]
         return rerun, earlier + kept
 
