@@ -84,7 +84,8 @@ def _as_bool(value: Any, *, conn_id: str, field: str) -> bool:
     raise WdataConfigError(f"Connection {conn_id!r}: extra {field!r} must be true or false, not {value!r}.")
 
 
-_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/?#@]*@")
+#: Everything up to the last ``@``: a secret may hold ``/``, ``?``, ``#`` or ``@`` itself.
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?).*@", re.DOTALL)
 
 
 def _shown(url: str) -> str:
@@ -154,7 +155,7 @@ def _checked_url(url: str, *, conn_id: str, field: str, allow_http: bool, writte
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        problem = f" ({exc})"
+        problem = f" ({exc})" if "@" not in url else ""  # urllib quotes what it failed to read: a secret, maybe
     if problem is not None:  # raised outside the except block: no exception chained to it
         raise WdataConfigError(f"Connection {conn_id!r}: {field} {shown!r} is not a valid URL{problem}.")
     if parts.scheme not in ("http", "https") or not parts.hostname or not _HOSTNAME.fullmatch(parts.hostname):

@@ -42,12 +42,13 @@ DEFAULT_POLL_INTERVAL = 30.0
 #: after a random delay of up to one poll interval, and at most this many seconds, so that a triggerer that
 #: finds thousands of waits due spreads their reads instead of sending them in one loop turn.
 FIRST_READ_SPREAD_MAX = 30.0
-#: Airflow's own deferral timeout is set this much later than the wait's deadline, as a backstop, so that the
-#: wait's ``timeout`` event (which carries the last statuses) normally ends it.
-DEFERRAL_TIMEOUT_GRACE = 60.0
 #: The last read of a deferred wait, due at its deadline, may run this many seconds past it; the wait's own timeout
-#: cuts off anything longer (well before Airflow's backstop, :data:`DEFERRAL_TIMEOUT_GRACE` past the deadline).
+#: cuts off anything longer.
 LAST_READ_GRACE = 30.0
+#: Airflow's own deferral timeout is set this much later than the wait's deadline, as a backstop, so that the
+#: wait's ``timeout`` event (which carries the last statuses) normally ends it: a minute more than the last read
+#: may take (a sensor started in the triggerer counts its deadline from the trigger's start, Airflow from earlier).
+DEFERRAL_TIMEOUT_GRACE = LAST_READ_GRACE + 60.0
 #: Most unfinished connections named in a timeout message.
 MAX_LISTED_UNFINISHED = 10
 
@@ -163,7 +164,7 @@ class RefreshWait:
         """Async reads wake on multiples of this many seconds (``ticks.READ_TICK``, at most a tenth of the interval)."""
         return min(ticks.READ_TICK, self.poll_interval / 10)
 
-    def first_delay(self, now: float | None = None) -> float | None:
+    def first_delay(self, now: float | None = None) -> float:
         """Seconds until the first read: one poll interval after the last read when it is not due yet; a read
         already due is spread over up to one interval (at most :data:`FIRST_READ_SPREAD_MAX`) with jitter; never
         past the deadline. A wait that starts after its deadline (a triggerer back from a long outage) reads once at
@@ -212,7 +213,7 @@ class RefreshWait:
 
     def run(self, hook: WdataHook, log: Any) -> dict[str, Any]:
         """Read every ``poll_interval`` until the final event, sleeping in this thread."""
-        delay = self.first_delay()
+        delay: float | None = self.first_delay()
         while delay is not None:
             time.sleep(delay)
             event = self.read(hook, log)
@@ -232,7 +233,7 @@ class RefreshWait:
         seconds = self.deadline - time.time()
         try:
             async with timeout(max(seconds, 0.0) + LAST_READ_GRACE if math.isfinite(seconds) else None):
-                delay = self.first_delay()
+                delay: float | None = self.first_delay()
                 while delay is not None:
                     await ticks.tick_after(delay, self.read_tick)
                     self.last_read_at = time.time()

@@ -122,12 +122,14 @@ def test_ports_and_ipv6_hosts():
         "https://client:S3CRET-in-host@bad host.test",  # not a host name
         "ftp://client:S3CRET-in-host@x.test",  # not http(s)
         "client:S3CRET-in-host@localhost:8080",  # no scheme, on this machine
+        "https://client:S3CRET#in/host?@h.eu.wdesk.com",  # a secret holding URL delimiters
+        "https://client:S3CRET@in-host@h.eu.wdesk.com:44x",
     ],
 )
 def test_a_secret_written_into_the_host_is_masked_in_every_message(host):
     with pytest.raises(WdataConfigError) as info:
         config(host=host)
-    assert "S3CRET-in-host" not in str(info.value)
+    assert "S3CRET" not in str(info.value) and "in-host" not in str(info.value) and "in/host" not in str(info.value)
     assert "***@" in str(info.value), str(info.value)
 
 

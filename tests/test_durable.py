@@ -477,3 +477,16 @@ def test_a_retry_reruns_the_connections_a_failed_batch_never_listed(wdata_conn):
     result = batch_op(connections).execute(task.context())
     assert starts(wdata_conn) == [["conn-3"]], "only the one the batch never started"
     assert sorted(c["connection_id"] for c in result["child_refreshes"]) == connections
+
+
+def test_a_second_rerun_starts_only_what_failed_again(wdata_conn):
+    # conn-2 fails in the first batch and in its rerun; conn-1 and conn-3 completed in the first one.
+    wdata_conn.script_connection("conn-2", outcomes=["error", "error", "complete"], error="Sheet locked")
+    connections = ["conn-1", "conn-2", "conn-3"]
+    task = Task()
+    for _ in range(2):
+        with pytest.raises(WdataRefreshFailedError):
+            batch_op(connections).execute(task.context())
+    result = batch_op(connections).execute(task.context())
+    assert starts(wdata_conn) == [connections, ["conn-2"], ["conn-2"]], "conn-1 and conn-3 were refreshed once"
+    assert sorted(c["connection_id"] for c in result["child_refreshes"]) == connections, "each of them once"

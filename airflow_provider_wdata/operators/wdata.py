@@ -352,11 +352,14 @@ class WdataRefreshBatchOperator(_StartsRefresh):
         known = set(record.connection_ids)
         if not self.retry_failed_only or not failed <= known:
             return record.connections, []
-        # The failed ones, and any the batch never listed: those that completed are not refreshed twice.
-        again = failed | (known - {child.connection_id for child in refresh.child_refreshes})
+        # The failed ones, and any that neither this batch nor an earlier one listed: none that completed (here or
+        # in an earlier batch of this task) is refreshed twice.
+        listed = {child.connection_id for child in refresh.child_refreshes}
+        listed |= {run.get("connection_id") for run in record.completed}
+        again = failed | (known - listed)
         rerun = [spec for spec in record.connections if spec["connection_id"] in again]
         kept = [child.to_dict() for child in refresh.child_refreshes if child.connection_id not in again]
-        earlier = [run for run in record.completed if run.get("connection_id") not in failed]
+        earlier = [run for run in record.completed if run.get("connection_id") not in again]
         return rerun, earlier + kept
 
 
