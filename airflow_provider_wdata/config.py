@@ -131,10 +131,10 @@ def _with_api_path(base_url: str) -> str:
     """A regional API host written without a path (``h.eu.wdesk.com``) means that region's API base: every call
     to the bare host would answer 404, which reads as a wrong id."""
     parts = urlsplit(base_url)
-    if parts.scheme == "https" and not parts.path.strip("/"):
-        for api_base in API_BASE_URLS.values():
-            if urlsplit(api_base).netloc == parts.netloc.lower():
-                return api_base
+    if parts.scheme == "https" and not parts.path.strip("/") and parts.port in (None, 443):
+        for regional_base in API_BASE_URLS.values():
+            if urlsplit(regional_base).hostname == parts.hostname:  # hostname is lowercased
+                return regional_base
     return base_url
 
 

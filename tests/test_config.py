@@ -133,7 +133,10 @@ def test_a_secret_written_into_the_host_is_masked_in_every_message(host):
     assert "***@" in str(info.value), str(info.value)
 
 
-@pytest.mark.parametrize(("host", "region"), [("h.eu.wdesk.com", "eu"), ("https://H.app.wdesk.com/", "us")])
+@pytest.mark.parametrize(
+    ("host", "region"),
+    [("h.eu.wdesk.com", "eu"), ("https://H.app.wdesk.com/", "us"), ("https://h.apac.wdesk.com:443", "apac")],
+)
 def test_a_regional_host_written_without_its_path_gets_the_api_path(host, region):
     written = config(host=host)
     assert written.base_url == API_BASE_URLS[region] and written.token_url == TOKEN_URLS[region]
