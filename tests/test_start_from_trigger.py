@@ -10,6 +10,7 @@ from airflow_provider_wdata._compat import AIRFLOW_V_3_3_PLUS
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.sensors.wdata import BatchRefreshSensor, ConnectionRefreshSensor
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger
+from airflow_provider_wdata.wait import DEFERRAL_TIMEOUT_GRACE
 
 needs_3_3 = pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="start_from_trigger needs Airflow 3.3")
 
@@ -29,7 +30,7 @@ def test_the_sensor_declares_its_trigger_with_templated_fields_left_for_the_trig
     assert args.next_method == "execute_complete"
     assert args.trigger_kwargs["batch_id"].startswith("{{")
     assert args.trigger_kwargs["deadline"] is None and args.trigger_kwargs["timeout"] == 600
-    assert args.timeout.total_seconds() == 660
+    assert args.timeout.total_seconds() == 600 + DEFERRAL_TIMEOUT_GRACE, "Airflow's backstop, after the wait's"
     assert not any(callable(v) for v in args.trigger_kwargs.values())
 
 
