@@ -391,6 +391,17 @@ def test_an_unexpected_store_error_fails_for_good_and_is_not_swallowed(wdata_con
     assert starts(wdata_conn) == [["conn-1"]]
 
 
+ABORTED_CONNECTIONS = ["conn-1", "conn-2", "conn-3"]
+
+
+def task_that_started_b_aborted() -> Task:
+    """A task whose earlier try started batch ``b-aborted`` of :data:`ABORTED_CONNECTIONS`."""
+    task = Task()
+    record = {"connections": [{"connection_id": c} for c in ABORTED_CONNECTIONS], "batch_id": "b-aborted"}
+    task.store.set(durable.STORE_KEY, record)
+    return task
+
+
 def running_child_batch(batch_id: str, conn_2_status: str) -> dict:
     """A batch that failed on its own while conn-3 is still running (conn-2: ``conn_2_status``)."""
 
@@ -417,11 +428,7 @@ def running_child_batch(batch_id: str, conn_2_status: str) -> dict:
 
 @pytest.mark.parametrize("conn_2_status", ["error", "not_started"])
 def test_a_failed_batch_with_connections_still_running_starts_nothing(wdata_conn, all_logs, conn_2_status):
-    connections = ["conn-1", "conn-2", "conn-3"]
-    task = Task()
-    task.store.set(
-        durable.STORE_KEY, {"connections": [{"connection_id": c} for c in connections], "batch_id": "b-aborted"}
-    )
+    connections, task = ABORTED_CONNECTIONS, task_that_started_b_aborted()
     wdata_conn.put_raw_batch("b-aborted", running_child_batch("b-aborted", conn_2_status))
     with pytest.raises(WdataError) as failed:
         batch_op(connections).execute(task.context())
@@ -434,11 +441,7 @@ def test_a_failed_batch_with_connections_still_running_starts_nothing(wdata_conn
 
 
 def test_once_the_running_connections_ended_a_retry_reruns_only_the_failed_one(wdata_conn):
-    connections = ["conn-1", "conn-2", "conn-3"]
-    task = Task()
-    task.store.set(
-        durable.STORE_KEY, {"connections": [{"connection_id": c} for c in connections], "batch_id": "b-aborted"}
-    )
+    connections, task = ABORTED_CONNECTIONS, task_that_started_b_aborted()
     body = running_child_batch("b-aborted", "error")
     wdata_conn.put_raw_batch("b-aborted", body)
     with pytest.raises(WdataError):
@@ -451,11 +454,7 @@ def test_once_the_running_connections_ended_a_retry_reruns_only_the_failed_one(w
 
 
 def test_a_failed_batch_whose_connections_all_completed_starts_nothing(wdata_conn, all_logs):
-    connections = ["conn-1", "conn-2", "conn-3"]
-    task = Task()
-    task.store.set(
-        durable.STORE_KEY, {"connections": [{"connection_id": c} for c in connections], "batch_id": "b-aborted"}
-    )
+    connections, task = ABORTED_CONNECTIONS, task_that_started_b_aborted()
     body = running_child_batch("b-aborted", "complete")
     body["childRefreshes"][2].update(destinationStatus="complete")
     wdata_conn.put_raw_batch("b-aborted", body)
@@ -466,11 +465,7 @@ def test_a_failed_batch_whose_connections_all_completed_starts_nothing(wdata_con
 
 
 def test_a_retry_reruns_the_connections_a_failed_batch_never_listed(wdata_conn):
-    connections = ["conn-1", "conn-2", "conn-3"]
-    task = Task()
-    task.store.set(
-        durable.STORE_KEY, {"connections": [{"connection_id": c} for c in connections], "batch_id": "b-aborted"}
-    )
+    connections, task = ABORTED_CONNECTIONS, task_that_started_b_aborted()
     body = running_child_batch("b-aborted", "complete")
     del body["childRefreshes"][2]  # the batch failed before it started conn-3
     wdata_conn.put_raw_batch("b-aborted", body)
