@@ -12,18 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from airflow_provider_wdata.exceptions import WdataRefreshMayHaveStartedError
-
 #: The store key. Renaming it would make in-flight retries start their refreshes again.
 STORE_KEY = "wdata_refresh"
-
-
-class WdataRefreshNotRecordedError(WdataRefreshMayHaveStartedError):
-    """A refresh started, but the task state store did not record it, and the try did not succeed.
-
-    A retry could not know the refresh and would start it again, so this is an ``AirflowFailException``:
-    Airflow does not retry it. The message names the batch id or job id to check in Wdata.
-    """
 
 
 @dataclasses.dataclass

@@ -73,6 +73,14 @@ class WdataRefreshMayHaveStartedError(WdataError, AirflowFailException):
     """
 
 
+class WdataRefreshNotRecordedError(WdataRefreshMayHaveStartedError):
+    """A refresh started, but the task state store did not record it, and the try did not succeed.
+
+    A retry could not know the refresh and would start it again, so this is an ``AirflowFailException``:
+    Airflow does not retry it. The message names the batch id or job id to check in Wdata.
+    """
+
+
 class WdataRefreshFailedError(WdataError):
     """A refresh ended badly: the message lists each failed connection refresh with its error."""
 

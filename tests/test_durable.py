@@ -14,7 +14,12 @@ from airflow.exceptions import TaskDeferred
 
 from airflow_provider_wdata import durable
 from airflow_provider_wdata._compat import AirflowFailException
-from airflow_provider_wdata.exceptions import WdataError, WdataRefreshFailedError, WdataRefreshTimeoutError
+from airflow_provider_wdata.exceptions import (
+    WdataError,
+    WdataRefreshFailedError,
+    WdataRefreshNotRecordedError,
+    WdataRefreshTimeoutError,
+)
 from airflow_provider_wdata.operators.wdata import WdataRefreshBatchOperator, WdataRefreshConnectionOperator
 from airflow_provider_wdata.testing import Fault
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger
@@ -343,7 +348,7 @@ def test_a_failed_store_write_never_lets_a_retry_start_the_refresh_again(wdata_c
     task = Task()
     task.store = StoreThatFailsToSet(execution_api_failure())
     ctx = task.context()
-    with pytest.raises(durable.WdataRefreshNotRecordedError) as failed:
+    with pytest.raises(WdataRefreshNotRecordedError) as failed:
         batch_op(["conn-1", "conn-2"], deferrable=True).execute(ctx)
     assert isinstance(failed.value, AirflowFailException), "Airflow must not retry into a second start"
     assert isinstance(failed.value.__cause__, WdataRefreshFailedError)
@@ -377,7 +382,7 @@ def test_an_execution_timeout_while_following_an_unrecorded_refresh_is_not_retri
     monkeypatch.setattr(BatchRefreshTrigger, "make_wait", lambda trigger: TimedOutWait())
     task = Task()
     task.store = StoreThatFailsToSet(execution_api_failure())
-    with pytest.raises(durable.WdataRefreshNotRecordedError, match="execution_timeout reached"):
+    with pytest.raises(WdataRefreshNotRecordedError, match="execution_timeout reached"):
         batch_op(["conn-1"]).execute(task.context())
     assert starts(wdata_conn) == [["conn-1"]]
 
@@ -385,7 +390,7 @@ def test_an_execution_timeout_while_following_an_unrecorded_refresh_is_not_retri
 def test_an_unexpected_store_error_fails_for_good_and_is_not_swallowed(wdata_conn):
     task = Task()
     task.store = StoreThatFailsToSet(TypeError("Object of type Decimal is not JSON serializable"))
-    with pytest.raises(durable.WdataRefreshNotRecordedError, match="failed unexpectedly \\(TypeError") as failed:
+    with pytest.raises(WdataRefreshNotRecordedError, match="failed unexpectedly \\(TypeError") as failed:
         batch_op(["conn-1"]).execute(task.context())
     assert isinstance(failed.value.__cause__, TypeError)
     assert starts(wdata_conn) == [["conn-1"]]

@@ -24,8 +24,14 @@ from airflow_provider_wdata._compat import (
 from airflow_provider_wdata.arguments import is_templated, positive_seconds
 from airflow_provider_wdata.assets import default_outlets, record_asset_events, refresh_runs
 from airflow_provider_wdata.decision import Decision, Outcome, RunState, decide_batch, decide_connection_run, run_state
-from airflow_provider_wdata.durable import StartedRefresh, WdataRefreshNotRecordedError
-from airflow_provider_wdata.exceptions import WdataApiError, WdataAuthError, WdataError, WdataRefreshFailedError
+from airflow_provider_wdata.durable import StartedRefresh
+from airflow_provider_wdata.exceptions import (
+    WdataApiError,
+    WdataAuthError,
+    WdataError,
+    WdataRefreshFailedError,
+    WdataRefreshNotRecordedError,
+)
 from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.openlineage import WdataLineageMixin
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
