@@ -122,6 +122,20 @@ def test_token_is_fetched_once_by_many_coroutines(wdata_conn):
     assert len(wdata_conn.token_requests) == 1
 
 
+def test_a_failing_token_endpoint_is_asked_once_per_round_by_many_coroutines(wdata_conn, sleeps):
+    wdata_conn.add_fault(Fault(method="POST", path_contains="oauth2/token", status=503, times=None))
+
+    async def main():
+        hooks = [WdataHook(max_attempts=3, **FAST) for _ in range(50)]
+        return await asyncio.gather(*(h.aget_wdata_connection("conn-2") for h in hooks), return_exceptions=True)
+
+    errors = asyncio.run(main())
+    # One fetch with its three tries for all fifty; before, each waiter queued for a fetch of its own (150 requests).
+    assert len(wdata_conn.token_requests) == 3, len(wdata_conn.token_requests)
+    assert all(isinstance(e, WdataApiError) and e.status == 503 and e.retryable for e in errors), errors
+    assert api_requests(wdata_conn) == []
+
+
 def test_token_is_renewed_before_it_expires(wdata_conn, monkeypatch):
     import airflow_provider_wdata.tokens as tokens
 

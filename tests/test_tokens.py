@@ -12,6 +12,7 @@ import types
 import pytest
 
 from airflow_provider_wdata import tokens
+from airflow_provider_wdata.exceptions import WdataApiError
 from airflow_provider_wdata.tokens import DEFAULT_RENEW_MARGIN, AccessToken, TokenCache
 
 KEY = ("https://token.test", "client", "", "digest")
@@ -226,7 +227,7 @@ def test_many_coroutines_asking_at_once_fetch_one_token():
         release = asyncio.Event()
 
         def on_miss(misses: int) -> None:
-            if misses >= callers + 1:
+            if misses >= callers:  # each caller looks once, then waits on the one fetch
                 all_missed.set()
 
         cache = CountingCache(on_miss)
@@ -295,7 +296,7 @@ def test_a_slow_token_endpoint_holds_up_only_its_own_credential_async():
     assert (other.value, slow.value) == ("quick", "slow")
 
 
-def test_coroutines_of_two_event_loops_each_get_a_lock_of_their_own(clock):
+def test_coroutines_of_two_event_loops_each_fetch_in_their_own_loop(clock):
     cache, calls = TokenCache(), []
 
     async def fetch() -> tuple[str, float]:
@@ -304,9 +305,67 @@ def test_coroutines_of_two_event_loops_each_get_a_lock_of_their_own(clock):
 
     first = asyncio.run(cache.aget(KEY, fetch))
     cache.invalidate(KEY, first)
-    second = asyncio.run(cache.aget(KEY, fetch))  # an asyncio.Lock of the first loop would fail here
+    second = asyncio.run(cache.aget(KEY, fetch))  # a fetch pending in the first loop would fail here
     assert (first.value, second.value) == ("tok-1", "tok-2")
     assert asyncio.run(cache.aget(KEY, fetch)) is second and len(calls) == 2
+
+
+def test_a_failed_fetch_fails_every_coroutine_waiting_on_it_each_with_its_own_error():
+    callers = 50
+
+    async def main():
+        cache = CountingCache(lambda misses: all_missed.set() if misses >= callers else None)
+        all_missed, release = asyncio.Event(), asyncio.Event()
+        fetches = 0
+
+        async def failing() -> tuple[str, float]:
+            nonlocal fetches
+            fetches += 1
+            await release.wait()
+            raise WdataApiError(
+                "token endpoint: 503", status=503, method="POST", path="/oauth2/token", retry_after=5.0, retryable=True
+            )
+
+        calls = asyncio.gather(*(cache.aget(KEY, failing) for _ in range(callers)), return_exceptions=True)
+        await asyncio.wait_for(all_missed.wait(), 30)
+        release.set()
+        errors = await calls
+        after = await asyncio.gather(cache.aget(KEY, failing), return_exceptions=True)  # a new round fetches again
+        return fetches, errors, after
+
+    fetches, errors, after = asyncio.run(main())
+    assert fetches == 2, f"{fetches} token requests: one for the {callers} waiting, one for the later call"
+    assert all(type(e) is WdataApiError for e in errors + after), errors
+    assert {(str(e), e.status, e.retry_after, e.retryable) for e in errors} == {("token endpoint: 503", 503, 5.0, True)}
+    assert len({id(e) for e in errors}) == callers, "one exception object shared would gather every waiter's frames"
+    assert all(e.__cause__ is None and e.__context__ is None for e in errors), "nothing chained to a copy"
+
+
+def test_a_cancelled_caller_does_not_cancel_the_fetch_the_others_wait_on():
+    async def main():
+        cache = TokenCache()
+        fetching, release = asyncio.Event(), asyncio.Event()
+        fetches = 0
+
+        async def fetch() -> tuple[str, float]:
+            nonlocal fetches
+            fetches += 1
+            fetching.set()
+            await release.wait()
+            return "tok", 600.0
+
+        first = asyncio.ensure_future(cache.aget(KEY, fetch))
+        await fetching.wait()
+        second = asyncio.ensure_future(cache.aget(KEY, fetch))
+        await asyncio.sleep(0)  # the second caller is waiting on the fetch
+        first.cancel()
+        release.set()
+        token = await asyncio.wait_for(second, 30)
+        return first, token, fetches, cache
+
+    first, token, fetches, cache = asyncio.run(main())
+    assert first.cancelled() and token.value == "tok" and fetches == 1
+    assert cache.fresh(KEY) is token
 
 
 def test_aget_renews_with_the_margin_given(clock):
