@@ -2,23 +2,29 @@
 
 Keyed by credential (token URL, client id, scope and a digest of the secret), renewed ``renew_margin``
 seconds before they expire, and fetched once however many threads or coroutines ask at the same time. In an
-event loop a fetch that fails fails for every coroutine that was waiting on it (each gets its own copy of the
-error): a triggerer with thousands of waits sends one token request per round against a failing token
-endpoint, not one per wait, queued one after the other.
+event loop a failed fetch answers every coroutine that waited on it, and those that ask for
+:data:`FAILED_FETCH_HOLD` seconds after it, each with its own copy of the error: against a failing token endpoint
+a triggerer sends about one token request a second per credential, however many waits it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
+from dataclasses import dataclass
 
 #: Renew a token this many seconds before it expires (at most half its lifetime).
 DEFAULT_RENEW_MARGIN = 60.0
+#: A failed async fetch answers the coroutines of its event loop that ask for this many seconds after it, instead
+#: of each sending a token request (the hook's first backoff, so a call's own next try asks again); longer when the
+#: token endpoint's answer said ``Retry-After``, up to :data:`FAILED_FETCH_HOLD_MAX`.
+FAILED_FETCH_HOLD = 1.0
+FAILED_FETCH_HOLD_MAX = 30.0
 
 
 class AccessToken:
@@ -50,9 +56,9 @@ class TokenCache:
         self._tokens: dict[Hashable, AccessToken] = {}
         self._guard = threading.Lock()
         self._thread_locks: dict[Hashable, threading.Lock] = {}
-        self._loop_fetches: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[Hashable, asyncio.Future[AccessToken]]
-        ] = weakref.WeakKeyDictionary()
+        self._loop_fetches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, _Fetch]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def fresh(self, key: Hashable) -> AccessToken | None:
         """The cached token for ``key`` while it is fresh, else None."""
@@ -78,14 +84,14 @@ class TokenCache:
             return token
         loop = asyncio.get_running_loop()
         fetches = self._loop_fetches.setdefault(loop, {})
-        pending = fetches.get(key)
-        if pending is None:
+        current = fetches.get(key)
+        if current is None or time.monotonic() >= current.answers_until:
             # A task of its own, not the first caller's: a caller cancelled (its trigger taken over, its task
             # cleared) must not cancel the fetch the others wait on.
-            pending = fetches[key] = loop.create_task(self._afetch(key, fetch, renew_margin))
-            pending.add_done_callback(functools.partial(_forget, fetches, key))
+            current = fetches[key] = _Fetch(loop.create_task(self._afetch(key, fetch, renew_margin)))
+            current.task.add_done_callback(functools.partial(_landed, fetches, key, current))
         try:
-            return await asyncio.shield(pending)
+            return await asyncio.shield(current.task)
         except Exception as error:
             # One exception object raised in every waiter would collect each waiter's frames in its traceback.
             failure = _own_copy(error)
@@ -103,15 +109,30 @@ class TokenCache:
                 del self._tokens[key]
 
     def clear(self) -> None:
+        """Drop every token, and every failed fetch still answering."""
         with self._guard:
             self._tokens.clear()
+            for fetches in list(self._loop_fetches.values()):
+                for key in [key for key, fetch in fetches.items() if fetch.task.done()]:
+                    del fetches[key]
 
 
-def _forget(fetches: dict[Hashable, asyncio.Future[AccessToken]], key: Hashable, done: asyncio.Future[Any]) -> None:
-    if fetches.get(key) is done:
-        del fetches[key]
-    if not done.cancelled():
-        done.exception()  # retrieved: a failure every waiter already got is not "never retrieved"
+@dataclass(slots=True)
+class _Fetch:
+    """An event loop's fetch of one credential's token: under way, or failed and still answering."""
+
+    task: asyncio.Task[AccessToken]
+    answers_until: float = math.inf  # monotonic seconds
+
+
+def _landed(fetches: dict[Hashable, _Fetch], key: Hashable, fetch: _Fetch, task: asyncio.Task[AccessToken]) -> None:
+    error = None if task.cancelled() else task.exception()  # retrieved: every waiter got it already
+    if error is None:
+        if fetches.get(key) is fetch:
+            del fetches[key]
+        return
+    retry_after = getattr(error, "retry_after", None) or 0.0
+    fetch.answers_until = time.monotonic() + min(max(FAILED_FETCH_HOLD, retry_after), FAILED_FETCH_HOLD_MAX)
 
 
 def _own_copy(error: Exception) -> Exception:

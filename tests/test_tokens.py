@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import types
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -329,16 +330,85 @@ def test_a_failed_fetch_fails_every_coroutine_waiting_on_it_each_with_its_own_er
         calls = asyncio.gather(*(cache.aget(KEY, failing) for _ in range(callers)), return_exceptions=True)
         await asyncio.wait_for(all_missed.wait(), 30)
         release.set()
-        errors = await calls
-        after = await asyncio.gather(cache.aget(KEY, failing), return_exceptions=True)  # a new round fetches again
-        return fetches, errors, after
+        return fetches, await calls
 
-    fetches, errors, after = asyncio.run(main())
-    assert fetches == 2, f"{fetches} token requests: one for the {callers} waiting, one for the later call"
-    assert all(type(e) is WdataApiError for e in errors + after), errors
+    fetches, errors = asyncio.run(main())
+    assert fetches == 1, f"{fetches} token requests for {callers} coroutines waiting on one"
+    assert all(type(e) is WdataApiError for e in errors), errors
     assert {(str(e), e.status, e.retry_after, e.retryable) for e in errors} == {("token endpoint: 503", 503, 5.0, True)}
     assert len({id(e) for e in errors}) == callers, "one exception object shared would gather every waiter's frames"
     assert all(e.__cause__ is None and e.__context__ is None for e in errors), "nothing chained to a copy"
+
+
+def refused_with(retry_after: float | None = None) -> tuple[list[int], Callable[[], Awaitable[tuple[str, float]]]]:
+    """A failing token endpoint: the list counts its calls."""
+    calls: list[int] = []
+
+    async def fetch() -> tuple[str, float]:
+        calls.append(1)
+        raise WdataApiError("503", status=503, method="POST", path="/t", retry_after=retry_after, retryable=True)
+
+    return calls, fetch
+
+
+async def failures_at(cache: TokenCache, fetch, clock: list[float], times: list[float]) -> list[BaseException]:
+    """Ask at each of ``times`` (the fake clock), in one event loop; what each ask raised."""
+    raised = []
+    for at in times:
+        clock[0] = at
+        with pytest.raises(WdataApiError) as info:
+            await cache.aget(KEY, fetch)
+        raised.append(info.value)
+    return raised
+
+
+def test_a_failed_fetch_answers_the_callers_of_the_next_second_then_is_tried_again(clock):
+    calls, fetch = refused_with()
+    start = clock[0]
+    hold = tokens.FAILED_FETCH_HOLD
+    raised = asyncio.run(failures_at(TokenCache(), fetch, clock, [start, start + hold / 2, start + hold]))
+    assert len(calls) == 2, "the ask within the hold got the failure; the one after it asked the endpoint"
+    assert len({id(e) for e in raised}) == 3 and all(e.__context__ is None for e in raised)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "held_for"), [(5.0, 5.0), (10_000.0, tokens.FAILED_FETCH_HOLD_MAX), (0.2, tokens.FAILED_FETCH_HOLD)]
+)
+def test_the_token_endpoints_retry_after_sets_the_hold_within_bounds(clock, retry_after, held_for):
+    calls, fetch = refused_with(retry_after)
+    start = clock[0]
+    asyncio.run(failures_at(TokenCache(), fetch, clock, [start, start + held_for - 0.01]))
+    assert len(calls) == 1
+    asyncio.run(failures_at(TokenCache(), fetch, clock, [start, start + held_for]))
+    assert len(calls) == 3
+
+
+def test_clear_drops_a_failure_still_answering(clock):
+    calls, fetch = refused_with()
+    cache = TokenCache()
+
+    async def main() -> None:
+        await failures_at(cache, fetch, clock, [clock[0]])
+        cache.clear()
+        await failures_at(cache, fetch, clock, [clock[0]])
+
+    asyncio.run(main())
+    assert len(calls) == 2
+
+
+def test_a_fetch_that_succeeded_holds_nothing(clock):
+    cache, got = TokenCache(), []
+
+    async def fetch() -> tuple[str, float]:
+        got.append(1)
+        return f"tok-{len(got)}", 600.0
+
+    async def main() -> None:
+        first = await cache.aget(KEY, fetch)
+        cache.invalidate(KEY, first)  # the API refused it: the next ask fetches at once
+        assert (await cache.aget(KEY, fetch)).value == "tok-2"
+
+    asyncio.run(main())
 
 
 def test_a_cancelled_caller_does_not_cancel_the_fetch_the_others_wait_on():
