@@ -85,13 +85,17 @@ class TokenCache:
         loop = asyncio.get_running_loop()
         fetches = self._loop_fetches.setdefault(loop, {})
         current = fetches.get(key)
-        if current is None or time.monotonic() >= current.answers_until:
+        if current is not None and current.failure is not None and time.monotonic() < current.answers_until:
+            raise _own_copy(current.failure)
+        task = current.task if current is not None else None
+        if task is None:
             # A task of its own, not the first caller's: a caller cancelled (its trigger taken over, its task
             # cleared) must not cancel the fetch the others wait on.
-            current = fetches[key] = _Fetch(loop.create_task(self._afetch(key, fetch, renew_margin)))
-            current.task.add_done_callback(functools.partial(_landed, fetches, key, current))
+            task = loop.create_task(self._afetch(key, fetch, renew_margin))
+            current = fetches[key] = _Fetch(task)
+            task.add_done_callback(functools.partial(_landed, fetches, key, current))
         try:
-            return await asyncio.shield(current.task)
+            return await asyncio.shield(task)
         except Exception as error:
             # One exception object raised in every waiter would collect each waiter's frames in its traceback.
             failure = _own_copy(error)
@@ -113,7 +117,7 @@ class TokenCache:
         with self._guard:
             self._tokens.clear()
             for fetches in list(self._loop_fetches.values()):
-                for key in [key for key, fetch in fetches.items() if fetch.task.done()]:
+                for key in [key for key, fetch in fetches.items() if fetch.task is None]:
                     del fetches[key]
 
 
@@ -121,17 +125,19 @@ class TokenCache:
 class _Fetch:
     """An event loop's fetch of one credential's token: under way, or failed and still answering."""
 
-    task: asyncio.Task[AccessToken]
+    task: asyncio.Task[AccessToken] | None  # None once failed: the task would keep its event loop alive
+    failure: Exception | None = None
     answers_until: float = math.inf  # monotonic seconds
 
 
 def _landed(fetches: dict[Hashable, _Fetch], key: Hashable, fetch: _Fetch, task: asyncio.Task[AccessToken]) -> None:
     error = None if task.cancelled() else task.exception()  # retrieved: every waiter got it already
-    if error is None:
+    if not isinstance(error, Exception):  # a token, or the loop shutting down: nothing to hold
         if fetches.get(key) is fetch:
             del fetches[key]
         return
     retry_after = getattr(error, "retry_after", None) or 0.0
+    fetch.task, fetch.failure = None, _own_copy(error)
     fetch.answers_until = time.monotonic() + min(max(FAILED_FETCH_HOLD, retry_after), FAILED_FETCH_HOLD_MAX)
 
 

@@ -6,8 +6,10 @@ Time is a fake clock (the tokens module's ``time``), and concurrency is staged w
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import types
+import weakref
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -394,6 +396,20 @@ def test_clear_drops_a_failure_still_answering(clock):
 
     asyncio.run(main())
     assert len(calls) == 2
+
+
+def test_a_failure_still_answering_does_not_keep_its_event_loop_alive(clock):
+    calls, fetch = refused_with()
+    cache, loops = TokenCache(), []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await failures_at(cache, fetch, clock, [clock[0]])
+
+    asyncio.run(main())
+    gc.collect()
+    assert loops[0]() is None, "the loop of a finished asyncio.run() is still referenced"
+    assert len(calls) == 1
 
 
 def test_a_fetch_that_succeeded_holds_nothing(clock):
