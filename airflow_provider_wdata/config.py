@@ -49,6 +49,12 @@ class WdataConfig:
         return (self.token_url, self.client_id, self.scope or "", digest)
 
     @functools.cached_property
+    def fetch_key(self) -> tuple[Any, ...]:
+        """Calls share a token fetch, and its failure, per credential and connection: an error names the connection,
+        and its TLS and timeout settings are the ones the fetch used."""
+        return (self.token_key, self.conn_id, self.timeout, self.verify)
+
+    @functools.cached_property
     def throttle_key(self) -> tuple[str, str]:
         """The service's rate limit applies per API origin and client id."""
         parts = urlsplit(self.base_url)

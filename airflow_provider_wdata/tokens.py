@@ -2,9 +2,9 @@
 
 Keyed by credential (token URL, client id, scope and a digest of the secret), renewed ``renew_margin``
 seconds before they expire, and fetched once however many threads or coroutines ask at the same time. In an
-event loop a failed fetch answers every coroutine that waited on it, and those that ask for
+event loop a failed fetch answers every coroutine that waited on it, and those of the same connection that ask for
 :data:`FAILED_FETCH_HOLD` seconds after it, each with its own copy of the error: against a failing token endpoint
-a triggerer sends about one token request a second per credential, however many waits it runs.
+a triggerer sends about one token request a second per connection, however many waits it runs.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
+from airflow_provider_wdata.exceptions import WdataError
+
 #: Renew a token this many seconds before it expires (at most half its lifetime).
 DEFAULT_RENEW_MARGIN = 60.0
-#: A failed async fetch answers the coroutines of its event loop that ask for this many seconds after it, instead
-#: of each sending a token request (the hook's first backoff, so a call's own next try asks again); longer when the
-#: token endpoint's answer said ``Retry-After``, up to :data:`FAILED_FETCH_HOLD_MAX`.
+#: A failed async fetch answers the coroutines of its event loop and connection that ask for this many seconds
+#: after it, instead of each sending a token request (the hook's default first backoff, so a call's own next try
+#: asks again); longer when the token endpoint's answer said ``Retry-After``, up to :data:`FAILED_FETCH_HOLD_MAX`.
 FAILED_FETCH_HOLD = 1.0
 FAILED_FETCH_HOLD_MAX = 30.0
 
@@ -78,27 +80,38 @@ class TokenCache:
                 self._tokens[key] = token
             return token
 
-    async def aget(self, key: Hashable, fetch: AsyncFetch, renew_margin: float = DEFAULT_RENEW_MARGIN) -> AccessToken:
+    async def aget(
+        self,
+        key: Hashable,
+        fetch: AsyncFetch,
+        renew_margin: float = DEFAULT_RENEW_MARGIN,
+        *,
+        fetch_key: Hashable | None = None,
+    ) -> AccessToken:
+        """The token for ``key``; callers with the same ``fetch_key`` (default: ``key``) share one fetch of it,
+        and its failure."""
         token = self.fresh(key)
         if token is not None:
             return token
         loop = asyncio.get_running_loop()
         fetches = self._loop_fetches.setdefault(loop, {})
-        current = fetches.get(key)
+        fetch_key = key if fetch_key is None else fetch_key
+        current = fetches.get(fetch_key)
         if current is not None and current.failure is not None and time.monotonic() < current.answers_until:
-            raise _own_copy(current.failure)
+            raise current.held_copy(current.failure)
         task = current.task if current is not None else None
         if task is None:
             # A task of its own, not the first caller's: a caller cancelled (its trigger taken over, its task
             # cleared) must not cancel the fetch the others wait on.
             task = loop.create_task(self._afetch(key, fetch, renew_margin))
-            current = fetches[key] = _Fetch(task)
-            task.add_done_callback(functools.partial(_landed, fetches, key, current))
+            current = fetches[fetch_key] = _Fetch(task)
+            task.add_done_callback(functools.partial(_landed, fetches, fetch_key, current))
         try:
             return await asyncio.shield(task)
         except Exception as error:
             # One exception object raised in every waiter would collect each waiter's frames in its traceback.
             failure = _own_copy(error)
+        del task, current  # the copy's traceback keeps this frame: not the fetch, nor the task's own traceback
         raise failure  # out of the except block: nothing chained (the fetch's frames hold the client secret)
 
     async def _afetch(self, key: Hashable, fetch: AsyncFetch, renew_margin: float) -> AccessToken:
@@ -127,7 +140,15 @@ class _Fetch:
 
     task: asyncio.Task[AccessToken] | None  # None once failed: the task would keep its event loop alive
     failure: Exception | None = None
-    answers_until: float = math.inf  # monotonic seconds
+    failed_at: float = 0.0  # monotonic seconds
+    answers_until: float = math.inf
+
+    def held_copy(self, failure: Exception) -> Exception:
+        """A copy of ``failure`` for a later caller, its ``Retry-After`` counted down to now."""
+        copy = _own_copy(failure)
+        if isinstance(copy, WdataError) and copy.retry_after:
+            copy.retry_after = max(copy.retry_after - (time.monotonic() - self.failed_at), 0.0) or None
+        return copy
 
 
 def _landed(fetches: dict[Hashable, _Fetch], key: Hashable, fetch: _Fetch, task: asyncio.Task[AccessToken]) -> None:
@@ -137,18 +158,17 @@ def _landed(fetches: dict[Hashable, _Fetch], key: Hashable, fetch: _Fetch, task:
             del fetches[key]
         return
     retry_after = getattr(error, "retry_after", None) or 0.0
-    fetch.task, fetch.failure = None, _own_copy(error)
-    fetch.answers_until = time.monotonic() + min(max(FAILED_FETCH_HOLD, retry_after), FAILED_FETCH_HOLD_MAX)
+    fetch.task, fetch.failure, fetch.failed_at = None, _own_copy(error), time.monotonic()
+    fetch.answers_until = fetch.failed_at + min(max(FAILED_FETCH_HOLD, retry_after), FAILED_FETCH_HOLD_MAX)
 
 
 def _own_copy(error: Exception) -> Exception:
-    """A new exception of the same type, message and attributes, without the traceback of the first raise (the
-    error itself for a type that cannot be made so)."""
-    try:
-        copy = type(error).__new__(type(error), *error.args)
-        copy.__dict__.update(error.__dict__)
-    except Exception:
-        return error
+    """A new exception of the same type, message and attributes, without the traceback of the first raise. Any
+    error but the provider's own (whose attributes all live in ``__dict__``) becomes a WdataError naming it."""
+    if not isinstance(error, WdataError):
+        return WdataError(f"{type(error).__name__}: {error}")
+    copy = type(error).__new__(type(error), *error.args)
+    copy.__dict__.update(error.__dict__)
     return copy
 
 

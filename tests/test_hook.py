@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from airflow_provider_wdata import transport
+from airflow_provider_wdata import tokens, transport
 from airflow_provider_wdata.exceptions import (
     WdataApiError,
     WdataAuthError,
@@ -122,7 +122,8 @@ def test_token_is_fetched_once_by_many_coroutines(wdata_conn):
     assert len(wdata_conn.token_requests) == 1
 
 
-def test_a_failing_token_endpoint_is_asked_once_by_many_coroutines_and_their_tries(wdata_conn, sleeps):
+def test_a_failing_token_endpoint_is_asked_once_by_many_coroutines_and_their_tries(wdata_conn, sleeps, monkeypatch):
+    monkeypatch.setattr(tokens, "FAILED_FETCH_HOLD", 60.0)  # however slow the machine, every try is within it
     wdata_conn.add_fault(Fault(method="POST", path_contains="oauth2/token", status=503, times=None))
 
     async def main():
@@ -135,6 +136,21 @@ def test_a_failing_token_endpoint_is_asked_once_by_many_coroutines_and_their_tri
     assert len(wdata_conn.token_requests) == 1, len(wdata_conn.token_requests)
     assert all(isinstance(e, WdataApiError) and e.status == 503 and e.retryable for e in errors), errors
     assert api_requests(wdata_conn) == []
+
+
+def test_connections_sharing_a_credential_do_not_share_a_failed_fetch(wdata_conn, monkeypatch):
+    name, value = wdata_conn.airflow_conn_env("wdata_other")  # the same client id and secret
+    monkeypatch.setenv(name, value)
+    wdata_conn.add_fault(Fault(method="POST", path_contains="oauth2/token", status=503))  # the first request only
+
+    async def main():
+        with pytest.raises(WdataApiError) as first:
+            await WdataHook(max_attempts=1).aget_wdata_connection("conn-1")
+        return first.value, await WdataHook("wdata_other", max_attempts=1).aget_wdata_connection("conn-1")
+
+    failure, other = asyncio.run(main())  # the second call comes within the first one's hold
+    assert "'wdata_default'" in str(failure) and other.id == "conn-1"
+    assert len(wdata_conn.token_requests) == 2
 
 
 def test_token_is_renewed_before_it_expires(wdata_conn, monkeypatch):

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from airflow_provider_wdata import tokens
-from airflow_provider_wdata.exceptions import WdataApiError
+from airflow_provider_wdata.exceptions import WdataApiError, WdataError
 from airflow_provider_wdata.tokens import DEFAULT_RENEW_MARGIN, AccessToken, TokenCache
 
 KEY = ("https://token.test", "client", "", "digest")
@@ -410,6 +410,37 @@ def test_a_failure_still_answering_does_not_keep_its_event_loop_alive(clock):
     gc.collect()
     assert loops[0]() is None, "the loop of a finished asyncio.run() is still referenced"
     assert len(calls) == 1
+
+
+def test_a_held_failure_counts_its_retry_after_down(clock):
+    calls, fetch = refused_with(retry_after=10.0)
+    start = clock[0]
+    first, later, last = asyncio.run(failures_at(TokenCache(), fetch, clock, [start, start + 4, start + 9.999]))
+    assert (first.retry_after, later.retry_after) == (10.0, pytest.approx(6.0)), (
+        "wait until the endpoint said, no later"
+    )
+    assert last.retry_after == pytest.approx(0.001) and len(calls) == 1
+
+
+class KeywordOnlyError(Exception):
+    def __init__(self, *, detail: str) -> None:
+        super().__init__(f"broken: {detail}")
+
+
+def test_an_error_of_another_kind_is_handed_on_as_a_wdata_error_naming_it(clock):
+    cache, calls = TokenCache(), []
+
+    async def broken() -> tuple[str, float]:
+        calls.append(1)
+        raise KeywordOnlyError(detail="x")
+
+    async def main() -> list[BaseException]:
+        raised = await asyncio.gather(*(cache.aget(KEY, broken) for _ in range(3)), return_exceptions=True)
+        return [*raised, *(await asyncio.gather(cache.aget(KEY, broken), return_exceptions=True))]
+
+    raised = asyncio.run(main())
+    assert {(type(e), str(e)) for e in raised} == {(WdataError, "KeywordOnlyError: broken: x")}
+    assert len({id(e) for e in raised}) == 4 and len(calls) == 1
 
 
 def test_a_fetch_that_succeeded_holds_nothing(clock):

@@ -255,7 +255,7 @@ class WdataHook(BaseHook):
         if token is not None:
             return token
         fetch = functools.partial(self._afetch_token, config)
-        return await TOKENS.aget(config.token_key, fetch, self.token_renew_margin)
+        return await TOKENS.aget(config.token_key, fetch, self.token_renew_margin, fetch_key=config.fetch_key)
 
     async def _afetch_token(self, config: WdataConfig) -> tuple[str, float]:
         self.log.debug("Fetching a Wdata access token for connection %r", config.conn_id)
