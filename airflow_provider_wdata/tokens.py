@@ -136,7 +136,7 @@ class TokenCache:
 
 @dataclass(slots=True)
 class _Fetch:
-    """An event loop's fetch of one credential's token: under way, or failed and still answering."""
+    """An event loop's fetch of a connection's token: under way, or failed and still answering."""
 
     task: asyncio.Task[AccessToken] | None  # None once failed: the task would keep its event loop alive
     failure: Exception | None = None
