@@ -89,6 +89,14 @@ class WdataRefreshFailedError(WdataError):
         self.failed = tuple(failed)
 
 
+class WdataNothingToRerunError(WdataRefreshFailedError, AirflowFailException):
+    """A retry found the refresh an earlier try started failed, yet each of its connections completed.
+
+    Starting any of them again would refresh it twice, and every later retry would find the same, so this is an
+    ``AirflowFailException``: Airflow does not retry it. Clearing the task starts every connection again.
+    """
+
+
 class WdataRefreshTimeoutError(WdataError):
     """A refresh did not end before the deadline; the message carries the last statuses seen.
 

@@ -16,6 +16,7 @@ from airflow_provider_wdata import durable
 from airflow_provider_wdata._compat import AirflowFailException
 from airflow_provider_wdata.exceptions import (
     WdataError,
+    WdataNothingToRerunError,
     WdataRefreshFailedError,
     WdataRefreshNotRecordedError,
     WdataRefreshTimeoutError,
@@ -463,9 +464,10 @@ def test_a_failed_batch_whose_connections_all_completed_starts_nothing(wdata_con
     body = running_child_batch("b-aborted", "complete")
     body["childRefreshes"][2].update(destinationStatus="complete")
     wdata_conn.put_raw_batch("b-aborted", body)
-    with pytest.raises(WdataRefreshFailedError, match="yet each of its connections completed, so none is started"):
+    with pytest.raises(WdataNothingToRerunError, match="yet each of its connections completed, so none") as failed:
         batch_op(connections).execute(task.context())
     assert starts(wdata_conn) == [], "every connection was refreshed once already"
+    assert isinstance(failed.value, AirflowFailException), "a later retry would find the same: none is spent on it"
     assert "though each of its connections completed; starting nothing" in all_logs.text
 
 

@@ -29,7 +29,7 @@ from airflow_provider_wdata.exceptions import (
     WdataApiError,
     WdataAuthError,
     WdataError,
-    WdataRefreshFailedError,
+    WdataNothingToRerunError,
     WdataRefreshNotRecordedError,
 )
 from airflow_provider_wdata.hooks.wdata import WdataHook
@@ -246,9 +246,10 @@ class _StartsRefresh(WdataLineageMixin, BaseOperator):
             self.log.warning(
                 "%s: %s ended badly, though each of its connections completed; starting nothing.", attempt, what
             )
-            raise WdataRefreshFailedError(
+            raise WdataNothingToRerunError(
                 f"{decision.summary}; yet each of its connections completed, so none is started again (that would "
-                "refresh them twice). Check the batch in Wdata; clearing the task starts every connection again."
+                "refresh them twice), and the task is not retried (a retry would find the same). Check the batch "
+                "in Wdata; clearing the task starts every connection again."
             )
         names = ", ".join(str(c["connection_id"]) for c in rerun)
         which = "all" if len(rerun) == len(record.connections) else "only the failed"
