@@ -6,8 +6,10 @@ A *run* (a batch itself, one child of a batch, or a single connection refresh) h
 ``sourceStatus`` and ``destinationStatus``, each one of ``not_started``, ``running``, ``complete``, ``error``,
 ``cancelled`` (compared case-insensitively), and an ``error`` text. A run:
 
-- FAILED when either status is ``error``, or when both are terminal and the error text is not empty;
-- CANCELLED when either status is ``cancelled``;
+- FAILED when either status is ``error``;
+- CANCELLED when either status is ``cancelled``, whatever its error text (which says why: a connection the service
+  cancelled under ``cancelUnwritables`` carries one);
+- FAILED when both are ``complete`` and the error text is not empty;
 - COMPLETE when both are ``complete``;
 - otherwise still IN_PROGRESS (a status outside the five counts as in progress and is reported back in
   ``Decision.unknown_statuses`` so the caller can warn once).
@@ -15,8 +17,10 @@ A *run* (a batch itself, one child of a batch, or a single connection refresh) h
 The whole refresh (the run and its children):
 
 - SUCCESS when the run is COMPLETE and every child is COMPLETE (CANCELLED children are accepted too with
-  ``tolerate_cancelled``); a run with no children needs only itself COMPLETE;
-- FAILED when the run FAILED or was CANCELLED; once the run and all children are terminal and some child
+  ``tolerate_cancelled``); a run with no children needs only itself COMPLETE (or CANCELLED, with
+  ``tolerate_cancelled``: it is a connection refresh too);
+- FAILED when the run FAILED or was CANCELLED (a batch cancelled as a whole fails even with
+  ``tolerate_cancelled``); once the run and all children are terminal and some child
   failed (CANCELLED counts as failed unless ``tolerate_cancelled``); with ``fail_fast``, as soon as any child
   failed;
 - RUNNING otherwise.
@@ -31,7 +35,6 @@ from typing import Any
 from airflow_provider_wdata.models import ConnectionRun, RefreshBatch
 
 KNOWN_STATUSES = frozenset({"not_started", "running", "complete", "error", "cancelled"})
-_TERMINAL_STATUSES = frozenset({"complete", "error", "cancelled"})
 
 #: Longest error text quoted per failed run, and most failed runs listed, in messages and logs.
 MAX_ERROR_CHARS = 500
@@ -93,6 +96,8 @@ class Decision:
     unknown_statuses: frozenset[str] = frozenset()
     #: How many connection refreshes the batch has (0 for a single run, whose summary already says it all).
     children: int = 0
+    #: Whether the batch itself was cancelled, which ``tolerate_cancelled`` does not accept.
+    cancelled_as_a_whole: bool = False
 
     @property
     def done(self) -> bool:
@@ -106,7 +111,7 @@ class Decision:
         lines += [f"  - {run.describe()}" for run in self.failed[:MAX_LISTED_FAILURES]]
         if len(self.failed) > MAX_LISTED_FAILURES:
             lines.append(f"  ... and {len(self.failed) - MAX_LISTED_FAILURES} more")
-        if any(run.state is RunState.CANCELLED for run in self.failed):
+        if not self.cancelled_as_a_whole and any(run.state is RunState.CANCELLED for run in self.failed):
             lines.append(
                 "  Cancelled connection refreshes count as failures: pass tolerate_cancelled=True to accept them."
             )
@@ -122,12 +127,10 @@ def run_state(source_status: str | None, destination_status: str | None, error: 
     statuses = (_norm(source_status), _norm(destination_status))
     if "error" in statuses:
         return RunState.FAILED
-    if error and error.strip() and all(s in _TERMINAL_STATUSES for s in statuses):
-        return RunState.FAILED
     if "cancelled" in statuses:
         return RunState.CANCELLED
     if statuses == ("complete", "complete"):
-        return RunState.COMPLETE
+        return RunState.FAILED if error and error.strip() else RunState.COMPLETE
     return RunState.IN_PROGRESS
 
 
@@ -173,6 +176,7 @@ def decide(
     """
     children: tuple[ConnectionRun, ...] = getattr(run, "child_refreshes", ())
     failing = _FAILING_UNLESS_CANCELLED if tolerate_cancelled else _FAILING
+    own_failing = _FAILING if children else failing  # a single run is a connection refresh; a batch is not
     own, unknown = _state_of(run)
     states: list[RunState] = []
     failed_runs: list[FailedRun] = []
@@ -182,7 +186,7 @@ def decide(
         unknown |= child_unknown
         if state in failing:
             failed_runs.append(_failed_run(child, state))
-    if not children and own in _FAILING:
+    if not children and own in own_failing:
         failed_runs.append(_failed_run(run, own))
     failed = tuple(failed_runs)
 
@@ -192,14 +196,19 @@ def decide(
         statuses += "; connections: " + ", ".join(counts)
     all_terminal = own.terminal and RunState.IN_PROGRESS not in states
 
-    if own in _FAILING:
+    if own in own_failing:
         error = f": {_trim(run.error, MAX_ERROR_CHARS)}" if run.error else ""
-        return Decision(Outcome.FAILED, f"{label} {own.value} ({statuses}){error}", failed, unknown, len(children))
+        summary = f"{label} {own.value} ({statuses}){error}"
+        as_a_whole = bool(children) and own is RunState.CANCELLED
+        return Decision(Outcome.FAILED, summary, failed, unknown, len(children), cancelled_as_a_whole=as_a_whole)
     if failed and (fail_fast or all_terminal):
         summary = f"{label} failed: {len(failed)} of {len(children)} connection refreshes failed ({statuses})"
         return Decision(Outcome.FAILED, summary, failed, unknown, len(children))
     if all_terminal:
-        done = f"{len(children)} connection refreshes complete" if children else "complete"
+        if children:
+            done = f"{len(children)} connection refreshes complete"
+        else:
+            done = "cancelled, accepted with tolerate_cancelled" if own is RunState.CANCELLED else "complete"
         return Decision(Outcome.SUCCESS, f"{label} succeeded: {done} ({statuses})", (), unknown, len(children))
     return Decision(Outcome.RUNNING, f"{label} still running ({statuses})", failed, unknown, len(children))
 

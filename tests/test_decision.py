@@ -109,11 +109,36 @@ def test_batch_outcome_for_every_batch_and_child_status_pair(bsrc, bdst, csrc, c
         assert decision.outcome is outcome, (options, decision.summary)
 
 
-def test_terminal_statuses_with_error_text_fail():
+def test_complete_statuses_with_error_text_fail_and_cancelled_ones_stay_cancelled():
     assert run_state("complete", "complete", "Could not read source") is RunState.FAILED
-    assert run_state("cancelled", "complete", "boom") is RunState.FAILED
     assert run_state("running", "not_started", "boom") is RunState.IN_PROGRESS
     assert run_state("complete", "complete", "   ") is RunState.COMPLETE
+    # The text of a cancelled run says why it was cancelled (cancelUnwritables): it is still cancelled.
+    assert run_state("cancelled", "complete", "boom") is RunState.CANCELLED
+    assert run_state("cancelled", "cancelled", "destination cannot be written") is RunState.CANCELLED
+    assert run_state("error", "cancelled", "") is RunState.FAILED
+
+
+@pytest.mark.parametrize("destination", ["cancelled", "not_started"])
+def test_tolerate_cancelled_accepts_a_child_cancelled_with_its_reason(destination):
+    unwritable = child("cancelled", destination, "Simulated: refresh cancelled (cancelUnwritables)", cid="c2")
+    refresh = batch("complete", "complete", [child("complete", "complete"), unwritable])
+    assert decide_batch(refresh, tolerate_cancelled=True).outcome is Outcome.SUCCESS
+    refused = decide_batch(refresh)
+    assert refused.outcome is Outcome.FAILED and [run.state for run in refused.failed] == [RunState.CANCELLED]
+    assert "pass tolerate_cancelled=True to accept them" in refused.failure_report()
+
+
+def test_tolerate_cancelled_accepts_a_cancelled_single_run_but_not_a_batch_cancelled_as_a_whole():
+    run = child("cancelled", "cancelled")
+    accepted = decide_connection_run(run, tolerate_cancelled=True)
+    assert accepted.outcome is Outcome.SUCCESS and "cancelled, accepted with tolerate_cancelled" in accepted.summary
+    assert decide_connection_run(run).outcome is Outcome.FAILED
+    children = [child("cancelled", "cancelled"), child("cancelled", "cancelled", cid="c2")]
+    whole = batch("cancelled", "cancelled", children)
+    decision = decide_batch(whole, tolerate_cancelled=True)
+    assert decision.outcome is Outcome.FAILED
+    assert "tolerate_cancelled" not in decision.failure_report(), "advice that cannot help is not given"
 
 
 def test_complete_batch_with_no_children_succeeds_and_running_one_waits():

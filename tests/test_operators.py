@@ -170,3 +170,25 @@ def test_a_start_that_may_have_happened_is_not_retried_by_airflow_either(wdata_c
     wdata_conn.add_fault(Fault(method="POST", path_contains="batch/refresh", status=500))
     with pytest.raises(AirflowFailException, match="may have started"):  # Airflow fails such a task without retry
         batch_op(["conn-1"]).execute(context())
+
+
+def test_tolerate_cancelled_accepts_what_cancel_unwritables_cancelled(wdata_conn):
+    # The service says why it cancelled the child (an error text): it is cancelled, not failed.
+    wdata_conn.script_connection("conn-2", outcome="unwritable")
+    result = batch_op(["conn-1", "conn-2"], cancel_unwritables=True, tolerate_cancelled=True).execute(context())
+    cancelled = next(c for c in result["child_refreshes"] if c["connection_id"] == "conn-2")
+    assert cancelled["destination_status"] == "cancelled" and "cancelUnwritables" in cancelled["error"]
+    with pytest.raises(WdataRefreshFailedError, match="pass tolerate_cancelled=True to accept them"):
+        batch_op(["conn-1", "conn-2"], cancel_unwritables=True).execute(context())
+
+
+def test_tolerate_cancelled_accepts_a_cancelled_connection_refresh(wdata_conn):
+    wdata_conn.script_connection("conn-1", outcome="cancelled")
+    op = WdataRefreshConnectionOperator(
+        task_id="one", connection_id="conn-1", poll_interval=0.05, deferrable=False, tolerate_cancelled=True
+    )
+    assert op.execute(context())["destination_status"] == "cancelled"
+    with pytest.raises(WdataRefreshFailedError, match="cancelled"):
+        WdataRefreshConnectionOperator(
+            task_id="one", connection_id="conn-1", poll_interval=0.05, deferrable=False
+        ).execute(context())

@@ -140,7 +140,7 @@ class ConnectionRefreshTrigger(_RefreshTrigger):
     """Wait on one connection refresh (``GET /api/v1/connections/{connectionId}/status?jobId=``).
 
     Same parameters as :class:`BatchRefreshTrigger`, with ``connection_id`` and ``job_id`` in place of the
-    batch id (``fail_fast`` and ``tolerate_cancelled`` have nothing to act on for a single run).
+    batch id (``fail_fast`` has nothing to act on for a single run; ``tolerate_cancelled`` accepts a cancelled run).
     """
 
     def __init__(self, *, connection_id: str, job_id: str, **kwargs: Any) -> None:
