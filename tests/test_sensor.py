@@ -97,6 +97,30 @@ def test_soft_fail_skips_a_failed_batch_in_poke_mode(wdata_conn):
         wait.poke({})
 
 
+def reads(sim) -> int:
+    return sum(1 for r in sim.requests if r.method == "GET" and "/batch/refresh/" in r.path)
+
+
+def test_silent_fail_does_not_turn_a_failed_refresh_into_a_timeout(wdata_conn):
+    # silent_fail swallows what poke raises and pokes again: a failed batch would be read until the timeout.
+    wdata_conn.script_connection("conn-1", outcome="error", error="Column 'Revenue' not found")
+    batch_id = start()
+    with pytest.raises(WdataRefreshFailedError, match="Column 'Revenue' not found"):
+        sensor(batch_id, mode="poke", silent_fail=True, timeout=5).execute({})
+    assert reads(wdata_conn) == 2, "running, then failed: no read after the end"
+
+
+def test_silent_fail_does_not_keep_reading_a_wrong_batch_id(wdata_conn):
+    with pytest.raises(WdataError, match="not found"):
+        sensor("deadbeef", mode="poke", silent_fail=True, timeout=5).execute({})
+    assert reads(wdata_conn) == 1
+
+
+def test_silent_fail_still_pokes_while_the_refresh_runs(wdata_conn):
+    batch_id = start()
+    assert sensor(batch_id, mode="poke", silent_fail=True).execute({})["batch_refresh_id"] == batch_id
+
+
 def test_tolerate_cancelled(wdata_conn):
     wdata_conn.batch_status = "complete"  # a cancelled child does not cancel the batch (cancelUnwritables)
     wdata_conn.script_connection("conn-2", outcome="cancelled")

@@ -69,6 +69,7 @@ class _RefreshSensor(WdataLineageMixin, BaseSensorOperator):
         self.tolerate_cancelled = tolerate_cancelled
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self._poke_wait: RefreshWait | None = None
+        self._ended_badly: dict[str, Any] | None = None
         self._start_in_triggerer = start_from_trigger
         if workspace_id is not None and not is_templated(workspace_id):
             protocol.validate_workspace_id(workspace_id)
@@ -121,7 +122,7 @@ class _RefreshSensor(WdataLineageMixin, BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             try:
-                return super().execute(context)
+                result = super().execute(context)
             except AirflowSensorTimeout as timed_out:
                 if isinstance(timed_out, WdataSensorTimeoutError):
                     raise
@@ -129,6 +130,9 @@ class _RefreshSensor(WdataLineageMixin, BaseSensorOperator):
                 # event does, with the last statuses read.
                 self.execute_complete(context, self._timeout_event_now(because=str(timed_out)))
                 raise  # not reached: a timeout event always raises
+            if self._ended_badly is not None:
+                return self.execute_complete(context, self._ended_badly)  # raises
+            return result
 
         trigger = self.make_trigger(deadline=time.time() + self.timeout, last_read_at=None)
         wait = trigger.make_wait()
@@ -150,6 +154,11 @@ class _RefreshSensor(WdataLineageMixin, BaseSensorOperator):
         event = self._poke_wait.read(self.hook, self.log)
         if event is None:
             return False
+        if self.silent_fail and event["status"] != "success":
+            # silent_fail would swallow what poke raises and poke again, until the timeout: the wait already rode
+            # out the read errors that can pass, so this end is final. It is raised from execute(), past silent_fail.
+            self._ended_badly = event
+            return True
         return PokeReturnValue(is_done=True, xcom_value=self.execute_complete(context, event))
 
     def _timeout_event_now(self, *, because: str) -> dict[str, Any]:
