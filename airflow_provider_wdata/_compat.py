@@ -70,6 +70,7 @@ if AIRFLOW_V_3_2_PLUS:
     from airflow.sdk.exceptions import (
         AirflowException,
         AirflowFailException,
+        AirflowNotFoundException,
         AirflowSensorTimeout,
         AirflowSkipException,
     )
@@ -78,6 +79,7 @@ else:
     from airflow.exceptions import (  # type: ignore
         AirflowException,
         AirflowFailException,
+        AirflowNotFoundException,
         AirflowSensorTimeout,
         AirflowSkipException,
     )
@@ -101,6 +103,7 @@ __all__ = [
     "TASK_STATE_STORE_ERRORS",
     "AirflowException",
     "AirflowFailException",
+    "AirflowNotFoundException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
     "Asset",

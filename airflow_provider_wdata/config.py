@@ -181,6 +181,16 @@ def _checked_url(url: str, *, conn_id: str, field: str, allow_http: bool, writte
     return url.rstrip("/")
 
 
+def undefined_connection(conn_id: str) -> WdataConfigError:
+    """The error for an Airflow connection id that is not defined (the same in every mode)."""
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}"  # as Airflow's environment variables backend names it
+    return WdataConfigError(
+        f"Airflow connection {conn_id!r} is not defined: add a connection of type 'wdata' with that id (Admin > "
+        f"Connections, `airflow connections add`, or the environment variable {variable}), or pass wdata_conn_id "
+        "naming the one you have."
+    )
+
+
 def build_config(
     conn_id: str,
     *,

@@ -516,3 +516,14 @@ def test_excerpts_blank_out_encoded_secrets_too():
 
     body = b"grant_type=client_credentials&client_secret=a%2Bb%2Fc%3D&x=a+b/c="
     assert "a%2Bb" not in excerpt(body, hide=("a+b/c=",)) and "a+b/c=" not in excerpt(body, hide=("a+b/c=",))
+
+
+def test_an_undefined_airflow_connection_is_a_config_error_naming_it_in_every_mode():
+    message = r"Airflow connection 'wdata_nowhere' is not defined: add a connection of type 'wdata'.*AIRFLOW_CONN_WDATA"
+    with pytest.raises(WdataConfigError, match=message) as sync_error:
+        WdataHook("wdata_nowhere").get_batch_refresh("b-1")
+    with pytest.raises(WdataConfigError, match=message) as async_error:
+        asyncio.run(WdataHook("wdata_nowhere").aget_batch_refresh("b-1"))
+    for error in (sync_error.value, async_error.value):
+        assert error.__context__ is None and error.__cause__ is None, "no Airflow lookup error chained"
+        assert not error.retryable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -9,6 +10,7 @@ from airflow.exceptions import TaskDeferred
 
 from airflow_provider_wdata._compat import AirflowSensorTimeout, AirflowSkipException, PokeReturnValue
 from airflow_provider_wdata.exceptions import (
+    WdataConfigError,
     WdataError,
     WdataRefreshFailedError,
     WdataRefreshTimeoutError,
@@ -227,3 +229,17 @@ def test_connection_refresh_sensor(wdata_conn):
     assert isinstance(info.value.trigger, ConnectionRefreshTrigger)
     wait.deferrable = False
     assert wait.execute({})["job_id"] == run.job_id
+
+
+async def test_an_undefined_airflow_connection_fails_with_the_same_error_poked_or_deferred():
+    poked = sensor("b-1", wdata_conn_id="wdata_nowhere")
+    with pytest.raises(WdataConfigError, match="'wdata_nowhere' is not defined") as in_poke:
+        await asyncio.to_thread(poked.poke, {})
+    trigger = BatchRefreshTrigger(
+        batch_id="b-1", wdata_conn_id="wdata_nowhere", poll_interval=0.05, deadline=time.time() + 60
+    )
+    event = await anext(aiter(trigger.run()))
+    assert event.payload["status"] == "error" and event.payload["error"]["type"] == "WdataConfigError"
+    with pytest.raises(WdataConfigError) as deferred:
+        sensor("b-1", wdata_conn_id="wdata_nowhere", deferrable=True).execute_complete({}, event.payload)
+    assert str(deferred.value) == str(in_poke.value)

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import tenacity
 
 from airflow_provider_wdata import protocol, shared_config
-from airflow_provider_wdata._compat import BaseHook, aget_connection
+from airflow_provider_wdata._compat import AirflowNotFoundException, BaseHook, aget_connection
 from airflow_provider_wdata.assets import report_hook_lineage
-from airflow_provider_wdata.config import WdataConfig, build_config
+from airflow_provider_wdata.config import WdataConfig, build_config, undefined_connection
 from airflow_provider_wdata.connection_form import legacy_field_behaviour, legacy_widgets, without_conn_id
 from airflow_provider_wdata.exceptions import WdataAuthError, WdataConfigError, WdataError
 from airflow_provider_wdata.models import ConnectionRun, RefreshBatch, WdataConnection
@@ -128,7 +128,9 @@ class WdataHook(BaseHook):
 
     # ------------------------------------------------------------------------------------ connection
 
-    def _build_config(self, conn: Any) -> WdataConfig:
+    def _build_config(self, conn: Any | None) -> WdataConfig:
+        if conn is None:  # Airflow has no such connection: raised here, outside the lookup's except, with no chain
+            raise undefined_connection(self.wdata_conn_id)
         config = build_config(
             self.wdata_conn_id,
             login=conn.login,
@@ -150,7 +152,11 @@ class WdataHook(BaseHook):
     def config(self) -> WdataConfig:
         """The checked connection, read once per hook."""
         if self._config is None:
-            self._config = self._build_config(self.get_connection(self.wdata_conn_id))
+            try:
+                connection = self.get_connection(self.wdata_conn_id)
+            except AirflowNotFoundException:
+                connection = None
+            self._config = self._build_config(connection)
         return self._config
 
     async def aget_config(self) -> WdataConfig:
@@ -166,7 +172,11 @@ class WdataHook(BaseHook):
         return self._config
 
     async def _alook_up_config(self) -> WdataConfig:
-        return self._build_config(await aget_connection(self.wdata_conn_id))
+        try:
+            connection = await aget_connection(self.wdata_conn_id)
+        except AirflowNotFoundException:
+            connection = None
+        return self._build_config(connection)
 
     def _forget_config(self) -> None:
         """Read the Airflow connection again on the next call (its credentials or fields were refused)."""
