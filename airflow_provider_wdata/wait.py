@@ -78,9 +78,8 @@ class RefreshWait:
         retry_after_max: float = DEFAULT_RETRY_AFTER_MAX,
         last_read_at: float | None = None,
     ) -> None:
-        positive_seconds(poll_interval, "poll_interval")
         self.workspace_id = workspace_id
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = positive_seconds(poll_interval, "poll_interval")
         self.deadline = float(deadline)
         self.fail_fast = fail_fast
         self.tolerate_cancelled = tolerate_cancelled

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import timedelta
 
 import pendulum
 import pytest
@@ -232,3 +233,11 @@ async def test_a_read_never_outlasts_the_deadline(wdata_conn):
     # Without the bound, the hook would sleep the service's hour inside one read.
     [event] = await asyncio.wait_for(events_of(trigger), timeout=60)
     assert event["status"] == "timeout"
+
+
+def test_a_timedelta_poll_interval_is_taken_as_its_seconds():
+    trigger = BatchRefreshTrigger(batch_id="b-1", poll_interval=timedelta(seconds=5), timeout=timedelta(minutes=1))
+    kwargs = trigger.serialize()[1]
+    assert kwargs["poll_interval"] == 5.0 and kwargs["timeout"] == 60.0
+    json.dumps(kwargs)  # stored by Airflow as JSON
+    assert BatchRefreshTrigger(**kwargs).make_wait().poll_interval == 5.0

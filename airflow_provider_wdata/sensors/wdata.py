@@ -199,8 +199,8 @@ class BatchRefreshSensor(_RefreshSensor):
     :param start_from_trigger: Airflow 3.3+: start the task directly in the triggerer, with ``batch_id`` and
         ``workspace_id`` rendered there; the wait holds no worker slot, not even for its first check. Its
         ``timeout`` runs from the trigger's start (a triggerer restart starts it again; Airflow's own deferral
-        timeout, ``timeout`` plus 60 s from the task's start, still bounds the whole wait). On Airflow 3.3.2
-        pull XCom with ``map_indexes=-1`` in its templates: ``{{ ti.xcom_pull(task_ids='start',
+        timeout, ``timeout`` plus ``DEFERRAL_TIMEOUT_GRACE`` (90 s) from the task's start, still bounds the whole
+        wait). On Airflow 3.3.2 pull XCom with ``map_indexes=-1`` in its templates: ``{{ ti.xcom_pull(task_ids='start',
         key='batch_refresh_id', map_indexes=-1) }}`` (without it the triggerer cannot answer the pull and the
         rendering hangs).
 

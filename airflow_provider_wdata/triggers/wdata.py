@@ -48,12 +48,11 @@ class _RefreshTrigger(BaseTrigger):
         last_read_at: float | None = None,
     ) -> None:
         super().__init__()
-        positive_seconds(poll_interval, "poll_interval")
         # Plain attributes, not a wait built here: Airflow may render templated ones after __init__
         # (start_from_trigger), so the wait is made from them when it runs.
         self.wdata_conn_id = wdata_conn_id
         self.workspace_id = workspace_id
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = positive_seconds(poll_interval, "poll_interval")
         if deadline is None and timeout is None:
             raise ValueError("A Wdata trigger needs a deadline (epoch seconds) or a timeout (seconds).")
         self.deadline = float(deadline) if deadline is not None else None
