@@ -246,7 +246,12 @@ class RefreshWait:
                     if delay is not None and delay < self.read_tick:
                         break  # that read was the one due at the deadline (a tick moves a read by half a tick)
         except asyncio.TimeoutError:
-            pass
+            # A read was still going: the hook retrying (a slow service, Retry-After) past the grace. Say so, as
+            # its error was never seen here.
+            self.last_error = WdataError(
+                f"the read made at the deadline was still waiting on the service {LAST_READ_GRACE:g} s after it "
+                "(slow answers, or retries and Retry-After) and was cut off."
+            )
         return self.timeout_event()
 
 

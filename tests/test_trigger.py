@@ -125,6 +125,9 @@ async def test_a_read_still_running_past_the_last_reads_grace_is_cut_off(wdata_c
     [event] = await events_of(trigger)
     assert event["status"] == "timeout"
     assert event["summary"] is None and "no status could be read" in event["message"], "the slow read never ended"
+    why = "Last error: the read made at the deadline was still waiting on the service 0.5 s after it"
+    assert why in event["message"], "the message says why nothing was read"
+    assert event["error"]["type"] == "WdataError"
     assert status_gets(wdata_conn) == 1
 
 
