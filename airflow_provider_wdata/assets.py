@@ -8,8 +8,9 @@ DAG author can write at parse time, from the ids alone:
 
 Ids are percent-encoded (``quote(id, safe="")``; ids made only of letters, digits and ``-._~`` stay as they are).
 The same arguments always give the same URI, and a hand-written URI is normalised to it by :func:`normalize_uri`
-(the scheme handler registered in the provider info). The workspace is part of the identity: name it in both the
-refreshing and the consuming DAG, or in neither.
+(the scheme handler registered in the provider info); but Airflow 3 names an asset from its URI as written, so
+consumers should build theirs with :func:`connection_asset` too. The workspace is part of the identity: name it in
+both the refreshing and the consuming DAG, or in neither.
 
 On Airflow 2.11 the asset is a ``Dataset``.
 """
@@ -65,8 +66,10 @@ def _encoded_id(name: str, value: Any) -> str:
 
 
 def _encoded_workspace(value: Any) -> str:
+    """A workspace id fit for a URI path. It goes in a query string in the API, where any character may appear
+    (``V1NfMTIz+/==``): only its length is checked, and everything else is percent-encoded."""
     protocol.validate_workspace_id(value)
-    return _encoded_id("workspace_id", value)
+    return urllib.parse.quote(value, safe="-._~")
 
 
 def connection_uri(connection_id: str, workspace_id: str | None = None) -> str:

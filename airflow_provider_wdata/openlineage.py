@@ -148,7 +148,7 @@ def lineage_for_refresh(
     :param runs: one dict per connection with snake_case keys as ``ConnectionRun.to_dict()`` (at least
         ``connection_id``), an optional ``batch_id``; see :func:`airflow_provider_wdata.assets.refresh_runs`.
     :param batch_id: the batch refresh id, when the runs do not carry it.
-    :param workspace_id: the workspace to read the connections in (the refresh's); else a run's own.
+    :param workspace_id: the workspace to read a connection in when its run names none (the refresh's).
     :param cache: a dict the caller keeps for one task, so that each connection is read only once.
     """
     from airflow.providers.common.compat.openlineage.facet import Dataset, ErrorMessageRunFacet
@@ -160,7 +160,7 @@ def lineage_for_refresh(
     inputs: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
     for run in runs:
-        connection = _read_connection(hook, run["connection_id"], workspace_id or run.get("workspace_id"), cache)
+        connection = _read_connection(hook, run["connection_id"], run.get("workspace_id") or workspace_id, cache)
         if connection is None:
             continue
         if connection.source_type and connection.source_id:
@@ -211,6 +211,12 @@ class WdataLineageMixin:
             workspace_id=getattr(self, "workspace_id", None),
             cache=self._wdata_lineage_cache,
         )
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage facets of a refresh about to start: the inputs and outputs it will report on completion
+        (without them, the START event would name the task's ``wdata://`` assets and COMPLETE the datasets)."""
+        planned = self._wdata_operator_lineage()
+        return type(planned)(inputs=planned.inputs, outputs=planned.outputs)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage facets of a finished refresh (called by the OpenLineage provider)."""

@@ -103,12 +103,22 @@ def test_the_handler_rejects_malformed_uris_saying_why(uri, reason):
         (("a/b",), "connection_id 'a/b' is not a valid Wdata id"),
         ((None,), "connection_id must be a non-empty string"),
         (("conn-1", ""), "workspace_id must be a string of 1 to 40 characters"),
-        (("conn-1", "a/b"), "workspace_id 'a/b' is not a valid Wdata id"),
     ],
 )
 def test_invalid_ids_are_refused_with_a_clear_error(args, message):
     with pytest.raises(ValueError, match="^" + message.replace("(", r"\(")):
         connection_asset(*args)
+
+
+@pytest.mark.parametrize("workspace_id", ["V1NfMTIz+/==", "ws/1", "ws 1", "ws%1", "ws?#1"])
+def test_any_workspace_id_the_api_takes_makes_an_asset(workspace_id):
+    # The API takes the workspace id in a query string, where any character may appear: the URI encodes it.
+    asset = connection_asset("conn-1", workspace_id)
+    assert asset.uri.isascii() and asset.uri.count("/") == 5, asset.uri
+    assert parse_connection_uri(asset.uri) == ("conn-1", workspace_id)
+    assert normalized(asset.uri) == asset.uri
+    assert Asset(uri=asset.uri) == asset, "Airflow's own normalisation keeps it"
+    assert default_outlets(["conn-1"], workspace_id=workspace_id) == [asset]
 
 
 def test_parse_connection_uri():

@@ -6,6 +6,7 @@ tests/test_assets.py checks that everything else works without it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -114,6 +115,15 @@ def test_an_unreadable_connection_is_left_out_without_failing(wdata_conn):
     assert lineage.run_facets[RUN_FACET_KEY].batchId == "b-1"
 
 
+def test_a_connection_is_read_in_its_own_workspace_before_the_refreshs(wdata_conn):
+    # As the refresh request and the asset do: a RefreshConnection's own workspaceId wins over the operator's.
+    hook = WdataHook()
+    runs = [{"connection_id": "conn-1", "workspace_id": "ws-b"}, {"connection_id": "conn-2"}]
+    lineage_for_refresh(hook, runs, workspace_id="ws-a")
+    reads = {r.path.rsplit("/", 1)[-1]: r.query.get("workspaceId") for r in wdata_conn.requests if r.method == "GET"}
+    assert reads == {"conn-1": "ws-b", "conn-2": "ws-a"}
+
+
 def test_facets_serialise_to_openlineage_json(wdata_conn):
     from openlineage.client.serde import Serde
 
@@ -145,6 +155,8 @@ def test_the_mixin_before_and_after_a_run(wdata_conn):
     operator = _Refresh(hook, connections=["conn-1", {"connection_id": "conn-2"}])
     planned = operator.get_openlineage_facets_on_failure(None)
     assert [d.name for d in planned.outputs] == ["spreadsheet/dst-conn-1", "spreadsheet/dst-conn-2"]
+    start = operator.get_openlineage_facets_on_start()  # the OpenLineage provider passes nothing
+    assert (start.inputs, start.outputs) == (planned.inputs, planned.outputs) and not start.run_facets
     event = {"status": "success", "batch_id": "b", "message": "", "summary": refresh_to_the_end(hook, ["conn-1"])}
     operator.record_wdata_lineage(event)
     done = operator.get_openlineage_facets_on_complete(None)
@@ -214,6 +226,15 @@ def test_dag_test_of_the_example_emits_a_complete_event_with_sources_and_destina
         (namespace, "spreadsheet/dst-conn-2"),
         (namespace, "wdata_table/dst-conn-3"),
     ]
+    starts = [
+        e
+        for e in events
+        if e.get("eventType") == "START" and e["job"]["name"] == "wdata_refresh_assets.refresh_connections"
+    ]
+    assert starts, "a START event"
+    for start, side in itertools.product(starts, ("inputs", "outputs")):
+        # START (again when the task resumes from its deferral) names what COMPLETE does, not the wdata:// assets
+        assert sorted(d["name"] for d in start[side]) == sorted(d["name"] for d in complete[side]), side
     facet = complete["run"]["facets"][RUN_FACET_KEY]
     assert facet["batchId"] in wdata_conn.batches
     assert sorted(c["connectionId"] for c in facet["connections"]) == ["conn-1", "conn-2", "conn-3"]

@@ -192,3 +192,13 @@ def test_tolerate_cancelled_accepts_a_cancelled_connection_refresh(wdata_conn):
         WdataRefreshConnectionOperator(
             task_id="one", connection_id="conn-1", poll_interval=0.05, deferrable=False
         ).execute(context())
+
+
+@pytest.mark.parametrize(("map_index", "warned"), [(0, True), (-1, False)])
+def test_a_mapped_task_without_outlets_is_told_it_emits_no_asset_events(wdata_conn, all_logs, map_index, warned):
+    # A mapped task runs with the outlets of its partial() (none by default): emit_assets could not declare them.
+    ctx = context()
+    ctx["ti"].map_index = map_index
+    batch_op(["conn-1"], outlets=[]).execute(ctx)
+    assert ("this mapped task declares no outlets" in all_logs.text) is warned
+    assert ("outlets=default_outlets([...]) to partial()" in all_logs.text) is warned

@@ -45,6 +45,7 @@ _warned_no_store = False
 
 class _StartsRefresh(WdataLineageMixin, BaseOperator):
     ui_color = "#c5e3f6"
+    emit_assets: bool  # set by each operator, after it declared its default outlets
 
     def __init__(
         self,
@@ -108,6 +109,12 @@ class _StartsRefresh(WdataLineageMixin, BaseOperator):
     # one try --------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        if self.emit_assets and self.wait_for_completion and not self.outlets and _map_index(context) >= 0:
+            # Airflow builds a mapped task without calling __init__ when it parses the DAG: no default outlets.
+            self.log.warning(
+                "emit_assets: this mapped task declares no outlets, so its refresh emits no asset events. Pass "
+                "outlets=default_outlets([...]) to partial() to declare them, or emit_assets=False to silence this."
+            )
         store = self._store(context)
         record = durable.load(store, context, self.log) if store is not None else None
         if record is not None:
@@ -488,6 +495,11 @@ def _not_recorded(record: StartedRefresh, failure: str) -> WdataRefreshNotRecord
         f"Wdata {_describe(record)} started, but {failure} Airflow does not retry this task: a retry could not "
         "know the refresh and would start it again. Check it in Wdata; clear the task to start it again."
     )
+
+
+def _map_index(context: Context) -> int:
+    index = getattr(context.get("ti"), "map_index", -1)
+    return index if isinstance(index, int) else -1
 
 
 def _try_number(context: Context) -> Any:
