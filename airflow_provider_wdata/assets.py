@@ -223,7 +223,9 @@ def refresh_runs(result: Any) -> list[dict[str, Any]]:
     children = result.get("child_refreshes")
     if isinstance(children, list):
         batch_id = result.get("batch_refresh_id")
-        return [{**child, "batch_id": batch_id} for child in children if isinstance(child, Mapping)]
+        child_runs: list[Mapping[str, Any]] = [child for child in children if isinstance(child, Mapping)]
+        # A run kept from an earlier batch of a durable task names its own batch.
+        return [{**run, "batch_id": run.get("batch_id") or batch_id} for run in child_runs]
     return [dict(result)] if result.get("connection_id") else []
 
 

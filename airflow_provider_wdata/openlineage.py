@@ -93,6 +93,7 @@ def refresh_run_facet(runs: Sequence[Mapping[str, Any]], batch_id: str | None = 
     for run in runs:
         entry = {
             "connectionId": run.get("connection_id"),
+            "batchId": run.get("batch_id"),
             "jobId": run.get("job_id"),
             "sourceStatus": run.get("source_status"),
             "destinationStatus": run.get("destination_status"),
@@ -186,6 +187,7 @@ class WdataLineageMixin:
     """
 
     _wdata_lineage_runs: list[dict[str, Any]] | None = None
+    _wdata_lineage_batch_id: str | None = None
     _wdata_lineage_cache: dict[Any, Any] | None = None
 
     def record_wdata_lineage(self, result: Any) -> None:
@@ -193,6 +195,9 @@ class WdataLineageMixin:
         runs = refresh_runs(result)
         if runs:
             self._wdata_lineage_runs = runs
+            # The task's batch: after a durable rerun, runs kept from an earlier batch name their own.
+            batch_id = result.get("batch_refresh_id") or result.get("batch_id")
+            self._wdata_lineage_batch_id = batch_id if isinstance(batch_id, str) else None
 
     def _wdata_planned_runs(self) -> list[dict[str, Any]]:
         named = getattr(self, "connections", None) or getattr(self, "connection_id", None)
@@ -208,6 +213,7 @@ class WdataLineageMixin:
         return lineage_for_refresh(
             self.hook,  # type: ignore[attr-defined]
             runs,
+            batch_id=self._wdata_lineage_batch_id if self._wdata_lineage_runs else None,
             workspace_id=getattr(self, "workspace_id", None),
             cache=self._wdata_lineage_cache,
         )

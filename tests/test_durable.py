@@ -188,6 +188,36 @@ def test_a_retry_reruns_only_the_failed_and_cancelled_connections_with_their_fie
     )
 
 
+def test_after_a_rerun_each_connection_names_the_batch_it_ran_in(wdata_conn):
+    from airflow_provider_wdata._compat import AIRFLOW_V_3_0_PLUS
+
+    if not AIRFLOW_V_3_0_PLUS:
+        pytest.skip("asset event accessors of Airflow 3")
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from airflow_provider_wdata.assets import connection_asset
+    from airflow_provider_wdata.openlineage import RUN_FACET_KEY
+
+    wdata_conn.script_connection("conn-2", outcomes=["error", "complete"], error="Sheet locked")
+    task = Task()
+    with pytest.raises(WdataRefreshFailedError):
+        batch_op(["conn-1", "conn-2"]).execute(task.context())
+    [first] = list(wdata_conn.batches)
+    context = task.context()
+    context["outlet_events"] = events = OutletEventAccessors()
+    operator = batch_op(["conn-1", "conn-2"])
+    result = operator.execute(context)
+    second = result["batch_refresh_id"]
+    assert second != first
+    kept = next(c for c in result["child_refreshes"] if c["connection_id"] == "conn-1")
+    assert kept["batch_id"] == first, "the kept run names the batch it ran in"
+    assert events[connection_asset("conn-1")].extra["batch_id"] == first
+    assert events[connection_asset("conn-2")].extra["batch_id"] == second
+    facet = operator.get_openlineage_facets_on_complete(None).run_facets[RUN_FACET_KEY]
+    assert facet.batchId == second, "the task's batch"
+    assert {c["connectionId"]: c["batchId"] for c in facet.connections} == {"conn-1": first, "conn-2": second}
+
+
 def test_a_deferred_rerun_returns_the_whole_picture_too(wdata_conn):
     wdata_conn.script_connection("conn-2", outcomes=["error", "complete"], error="Sheet locked")
     task = Task()

@@ -303,7 +303,8 @@ class WdataRefreshBatchOperator(_StartsRefresh):
 
     Pushes the batch id to XCom under ``batch_refresh_id`` as soon as the batch started, and returns the
     batch as a JSON-able dict once it ended (the batch id when not waiting). After a rerun, the returned
-    batch's ``child_refreshes`` cover every connection of the task.
+    batch's ``child_refreshes`` cover every connection of the task; those kept from an earlier batch name it in
+    ``batch_id`` (as their asset events and lineage do).
     """
 
     template_fields: Sequence[str] = ("connections", "workspace_id")
@@ -372,7 +373,11 @@ class WdataRefreshBatchOperator(_StartsRefresh):
         listed |= {run.get("connection_id") for run in record.completed}
         again = failed | (known - listed)
         rerun = [spec for spec in record.connections if spec["connection_id"] in again]
-        kept = [child.to_dict() for child in refresh.child_refreshes if child.connection_id not in again]
+        kept = [
+            {**child.to_dict(), "batch_id": record.batch_id}  # the batch it ran in, for its asset event and lineage
+            for child in refresh.child_refreshes
+            if child.connection_id not in again
+        ]
         earlier = [run for run in record.completed if run.get("connection_id") not in again]
         return rerun, earlier + kept
 
