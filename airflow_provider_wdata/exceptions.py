@@ -143,9 +143,10 @@ def error_from_event(message: str, facts: Any) -> WdataError:
             for name in ("service_code", "messages", "details", "retry_after", "oauth_error")
             if name in facts and (name != "oauth_error" or cls is WdataAuthError)
         }
+        status = facts.get("status")
         return cls(
             message,
-            status=int(facts.get("status") or 0),
+            status=status if isinstance(status, int) else 0,
             method=str(facts.get("method") or ""),
             path=str(facts.get("path") or ""),
             **kwargs,

@@ -302,13 +302,22 @@ def finish(event: Any, *, log: Any, soft_fail: bool = False) -> Any:
     The exception is of the same type in every mode: a wait ended by a 404 raises ``WdataApiError`` whether it
     was read in poke mode or by the trigger.
     """
-    if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
-        raise WdataError(f"Unexpected event from the Wdata trigger: {event!r}. This is a bug; please report it.")
-    status, message = event["status"], str(event.get("message") or "")
+    if (
+        not isinstance(event, dict)
+        or event.get("status") not in EVENT_STATUSES
+        or (event["status"] == "success" and not isinstance(event.get("summary"), dict))
+    ):
+        raise WdataError(
+            f"Unexpected event from the Wdata trigger: {event!r} (a final event has a 'status' of "
+            f"{sorted(EVENT_STATUSES)}, and on success the refresh read in 'summary'). This is a bug; please report it."
+        )
+    status = event["status"]
+    message = str(event.get("message") or f"The wait on the Wdata refresh ended: {status}, with no message.")
     if status == "success":
         log.info("%s", message)
-        summary = event.get("summary") or {}
-        for child in summary.get("child_refreshes") or []:
+        summary = event["summary"]
+        children = summary.get("child_refreshes")
+        for child in (c for c in children if isinstance(c, dict)) if isinstance(children, list) else ():
             log.info(
                 "  connection %s (job %s): source=%s, destination=%s%s",
                 child.get("connection_id"),
@@ -324,7 +333,9 @@ def finish(event: Any, *, log: Any, soft_fail: bool = False) -> Any:
     if status == "timeout":
         raise WdataRefreshTimeoutError(message)
     if status == "failed":
-        raise WdataRefreshFailedError(message, failed=event.get("failed") or ())
+        failed = event.get("failed")
+        runs = [run for run in failed if isinstance(run, dict)] if isinstance(failed, list) else []
+        raise WdataRefreshFailedError(message, failed=runs)
     raise error_from_event(message, event.get("error"))
 
 

@@ -10,6 +10,7 @@ from airflow.exceptions import TaskDeferred
 
 from airflow_provider_wdata._compat import AirflowSensorTimeout, AirflowSkipException, PokeReturnValue
 from airflow_provider_wdata.exceptions import (
+    WdataApiError,
     WdataConfigError,
     WdataError,
     WdataRefreshFailedError,
@@ -161,10 +162,37 @@ def test_deferrable_fails_at_once_on_a_wrong_batch_id(wdata_conn):
         sensor("nope", deferrable=True).execute({})
 
 
-@pytest.mark.parametrize("event", [None, {}, {"status": "weird"}, "success", {"message": "x"}])
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        {},
+        {"status": "weird"},
+        "success",
+        {"message": "x"},
+        {"status": "success"},
+        {"status": "success", "summary": None},
+        {"status": "success", "summary": []},
+    ],
+)
 def test_execute_complete_refuses_malformed_events(event):
     with pytest.raises(WdataError, match="Unexpected event"):
         sensor("b").execute_complete({}, event)
+
+
+def test_execute_complete_reads_what_a_custom_trigger_may_send_without_crashing():
+    # Custom triggers may send events built by hand: odd parts are left out, not turned into a TypeError.
+    with pytest.raises(WdataRefreshFailedError, match="ended: failed, with no message") as failed:
+        sensor("b").execute_complete({}, {"status": "failed", "failed": [None, {"connection_id": "c1"}]})
+    assert failed.value.failed == ({"connection_id": "c1"},)
+    with pytest.raises(WdataApiError) as api:
+        sensor("b").execute_complete(
+            {}, {"status": "error", "message": "m", "error": {"type": "WdataApiError", "status": "x"}}
+        )
+    assert api.value.status == 0
+    assert sensor("b").execute_complete({}, {"status": "success", "summary": {"child_refreshes": [None]}}) == {
+        "child_refreshes": [None]
+    }
 
 
 def test_execute_complete_outcomes():
