@@ -69,6 +69,8 @@ def _encoded_workspace(value: Any) -> str:
     """A workspace id fit for a URI path. It goes in a query string in the API, where any character may appear
     (``V1NfMTIz+/==``): only its length is checked, and everything else is percent-encoded."""
     protocol.validate_workspace_id(value)
+    if value in (".", ".."):  # a dot segment: URL handling would collapse it
+        return value.replace(".", "%2E")
     return urllib.parse.quote(value, safe="-._~")
 
 

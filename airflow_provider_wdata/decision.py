@@ -96,8 +96,8 @@ class Decision:
     unknown_statuses: frozenset[str] = frozenset()
     #: How many connection refreshes the batch has (0 for a single run, whose summary already says it all).
     children: int = 0
-    #: Whether the batch itself was cancelled, which ``tolerate_cancelled`` does not accept.
-    cancelled_as_a_whole: bool = False
+    #: Whether the batch itself failed or was cancelled, which ``tolerate_cancelled`` cannot accept.
+    failed_as_a_whole: bool = False
 
     @property
     def done(self) -> bool:
@@ -111,7 +111,7 @@ class Decision:
         lines += [f"  - {run.describe()}" for run in self.failed[:MAX_LISTED_FAILURES]]
         if len(self.failed) > MAX_LISTED_FAILURES:
             lines.append(f"  ... and {len(self.failed) - MAX_LISTED_FAILURES} more")
-        if not self.cancelled_as_a_whole and any(run.state is RunState.CANCELLED for run in self.failed):
+        if not self.failed_as_a_whole and any(run.state is RunState.CANCELLED for run in self.failed):
             lines.append(
                 "  Cancelled connection refreshes count as failures: pass tolerate_cancelled=True to accept them."
             )
@@ -176,7 +176,8 @@ def decide(
     """
     children: tuple[ConnectionRun, ...] = getattr(run, "child_refreshes", ())
     failing = _FAILING_UNLESS_CANCELLED if tolerate_cancelled else _FAILING
-    own_failing = _FAILING if children else failing  # a single run is a connection refresh; a batch is not
+    is_batch = isinstance(run, RefreshBatch)  # even one read without children: a batch is no connection refresh
+    own_failing = _FAILING if is_batch else failing
     own, unknown = _state_of(run)
     states: list[RunState] = []
     failed_runs: list[FailedRun] = []
@@ -199,8 +200,7 @@ def decide(
     if own in own_failing:
         error = f": {_trim(run.error, MAX_ERROR_CHARS)}" if run.error else ""
         summary = f"{label} {own.value} ({statuses}){error}"
-        as_a_whole = bool(children) and own is RunState.CANCELLED
-        return Decision(Outcome.FAILED, summary, failed, unknown, len(children), cancelled_as_a_whole=as_a_whole)
+        return Decision(Outcome.FAILED, summary, failed, unknown, len(children), failed_as_a_whole=is_batch)
     if failed and (fail_fast or all_terminal):
         summary = f"{label} failed: {len(failed)} of {len(children)} connection refreshes failed ({statuses})"
         return Decision(Outcome.FAILED, summary, failed, unknown, len(children))

@@ -146,7 +146,7 @@ def error_from_event(message: str, facts: Any) -> WdataError:
         status = facts.get("status")
         return cls(
             message,
-            status=status if isinstance(status, int) else 0,
+            status=int(status) if isinstance(status, int) or str(status).isdecimal() else 0,
             method=str(facts.get("method") or ""),
             path=str(facts.get("path") or ""),
             **kwargs,

@@ -10,8 +10,9 @@ Datasets:
 - name ``<type>/<id>`` from the Wdata connection: ``<sourceType>/<sourceId>`` for the input,
   ``<destinationType>/<destinationId>`` for the output (e.g. ``spreadsheet/9f3c...``).
 
-Run facets: ``wdata_refresh`` (:func:`refresh_run_facet`: the batch id and, per connection, its job id, statuses,
-``updated`` and error) and, when a connection refresh failed or was cancelled, ``errorMessage`` naming each with
+Run facets: ``wdata_refresh`` (:func:`refresh_run_facet`: the task's batch id and, per connection, the batch it ran
+in, its job id, statuses, ``updated`` and error) and, when a connection refresh failed or was cancelled (unless
+``tolerate_cancelled`` accepted it), ``errorMessage`` naming each with
 its error (on a FAIL event OpenLineage replaces that one with the task's exception, which names them too).
 
 A ``wdata`` asset (:mod:`airflow_provider_wdata.assets`), as hook-level lineage or an outlet, converts to the
@@ -104,11 +105,11 @@ def refresh_run_facet(runs: Sequence[Mapping[str, Any]], batch_id: str | None = 
     return _run_facet_class()(batchId=batch_id, connections=connections)
 
 
-def _failures(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+def _failures(runs: Sequence[Mapping[str, Any]], tolerate_cancelled: bool = False) -> list[str]:
     failures = []
     for run in runs:
         state = run_state(run.get("source_status"), run.get("destination_status"), run.get("error"))
-        if state in (RunState.FAILED, RunState.CANCELLED):
+        if state is RunState.FAILED or (state is RunState.CANCELLED and not tolerate_cancelled):
             failed = FailedRun(
                 connection_id=run.get("connection_id"),
                 job_id=run.get("job_id"),
@@ -141,6 +142,7 @@ def lineage_for_refresh(
     batch_id: str | None = None,
     workspace_id: str | None = None,
     cache: MutableMapping[Any, Any] | None = None,
+    tolerate_cancelled: bool = False,
 ) -> Any:
     """The ``OperatorLineage`` of a refresh of ``runs``: sources as inputs, destinations as outputs.
 
@@ -151,6 +153,7 @@ def lineage_for_refresh(
     :param batch_id: the batch refresh id, when the runs do not carry it.
     :param workspace_id: the workspace to read a connection in when its run names none (the refresh's).
     :param cache: a dict the caller keeps for one task, so that each connection is read only once.
+    :param tolerate_cancelled: the task accepted cancelled connection refreshes: they are no failure.
     """
     from airflow.providers.common.compat.openlineage.facet import Dataset, ErrorMessageRunFacet
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -171,7 +174,7 @@ def lineage_for_refresh(
             name = f"{connection.destination_type}/{connection.destination_id}"
             outputs.setdefault(name, Dataset(namespace=namespace, name=name))
     run_facets: dict[str, Any] = {RUN_FACET_KEY: refresh_run_facet(runs, batch_id)} if runs else {}
-    failures = _failures(runs)
+    failures = _failures(runs, tolerate_cancelled)
     if failures:
         message = f"{len(failures)} of {len(runs)} Wdata connection refreshes failed:\n" + "\n".join(failures)
         run_facets["errorMessage"] = ErrorMessageRunFacet(message=message, programmingLanguage="python")
@@ -216,6 +219,7 @@ class WdataLineageMixin:
             batch_id=self._wdata_lineage_batch_id if self._wdata_lineage_runs else None,
             workspace_id=getattr(self, "workspace_id", None),
             cache=self._wdata_lineage_cache,
+            tolerate_cancelled=bool(getattr(self, "tolerate_cancelled", False)),
         )
 
     def get_openlineage_facets_on_start(self) -> Any:

@@ -110,11 +110,12 @@ def test_invalid_ids_are_refused_with_a_clear_error(args, message):
         connection_asset(*args)
 
 
-@pytest.mark.parametrize("workspace_id", ["V1NfMTIz+/==", "ws/1", "ws 1", "ws%1", "ws?#1"])
+@pytest.mark.parametrize("workspace_id", ["V1NfMTIz+/==", "ws/1", "ws 1", "ws%1", "ws?#1", "..", "."])
 def test_any_workspace_id_the_api_takes_makes_an_asset(workspace_id):
     # The API takes the workspace id in a query string, where any character may appear: the URI encodes it.
     asset = connection_asset("conn-1", workspace_id)
     assert asset.uri.isascii() and asset.uri.count("/") == 5, asset.uri
+    assert "/./" not in asset.uri and "/../" not in asset.uri, "no dot segment that URL handling would collapse"
     assert parse_connection_uri(asset.uri) == ("conn-1", workspace_id)
     assert normalized(asset.uri) == asset.uri
     assert Asset(uri=asset.uri) == asset, "Airflow's own normalisation keeps it"

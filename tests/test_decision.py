@@ -218,3 +218,36 @@ def test_single_connection_run_uses_the_same_rules():
     assert [f.error for f in failed.failed] == ["Sheet locked"]
     assert "Sheet locked" in failed.failure_report()
     assert decide_connection_run(child("cancelled", "cancelled")).outcome is Outcome.FAILED
+
+
+def test_a_batch_read_without_children_is_still_a_batch_for_tolerate_cancelled():
+    # Any field may be missing: a cancelled batch whose read lists no children is no cancelled connection refresh.
+    for children in ((), None):
+        refresh = RefreshBatch(batch_refresh_id="b1", source_status="cancelled", destination_status="cancelled")
+        if children is None:
+            refresh = RefreshBatch.from_api(
+                {
+                    "batchRefreshId": "b1",
+                    "sourceStatus": "cancelled",
+                    "destinationStatus": "cancelled",
+                    "childRefreshes": None,
+                }
+            )
+        decision = decide_batch(refresh, tolerate_cancelled=True)
+        assert decision.outcome is Outcome.FAILED and decision.failed_as_a_whole
+
+
+def test_no_tolerate_cancelled_hint_for_a_batch_that_failed_as_a_whole():
+    refresh = batch("complete", "complete", [child("cancelled", "cancelled"), child("complete", "complete", cid="c2")])
+    refresh = RefreshBatch(
+        batch_refresh_id="b1",
+        source_status="complete",
+        destination_status="complete",
+        error="the batch could not be written",
+        child_refreshes=refresh.child_refreshes,
+    )
+    decision = decide_batch(refresh)
+    assert (
+        decision.outcome is Outcome.FAILED and decide_batch(refresh, tolerate_cancelled=True).outcome is Outcome.FAILED
+    )
+    assert "tolerate_cancelled" not in decision.failure_report(), "it could not make this batch pass"

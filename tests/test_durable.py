@@ -218,6 +218,19 @@ def test_after_a_rerun_each_connection_names_the_batch_it_ran_in(wdata_conn):
     assert {c["connectionId"]: c["batchId"] for c in facet.connections} == {"conn-1": first, "conn-2": second}
 
 
+def test_a_retry_reruns_the_cancelled_connections_of_a_batch_cancelled_as_a_whole(wdata_conn):
+    # tolerate_cancelled accepts cancelled connections in a batch that succeeds; a batch cancelled as a whole
+    # refreshed nothing, so its retry starts them again (not "each of its connections completed").
+    for connection_id in ("conn-1", "conn-2"):
+        wdata_conn.script_connection(connection_id, outcomes=["cancelled", "complete"])
+    task = Task()
+    with pytest.raises(WdataRefreshFailedError, match="cancelled"):
+        batch_op(["conn-1", "conn-2"], tolerate_cancelled=True).execute(task.context())
+    result = batch_op(["conn-1", "conn-2"], tolerate_cancelled=True).execute(task.context())
+    assert starts(wdata_conn) == [["conn-1", "conn-2"], ["conn-1", "conn-2"]]
+    assert all(c["destination_status"] == "complete" for c in result["child_refreshes"])
+
+
 def test_a_deferred_rerun_returns_the_whole_picture_too(wdata_conn):
     wdata_conn.script_connection("conn-2", outcomes=["error", "complete"], error="Sheet locked")
     task = Task()

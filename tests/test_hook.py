@@ -527,3 +527,10 @@ def test_an_undefined_airflow_connection_is_a_config_error_naming_it_in_every_mo
     for error in (sync_error.value, async_error.value):
         assert error.__context__ is None and error.__cause__ is None, "no Airflow lookup error chained"
         assert not error.retryable
+
+
+def test_an_api_error_from_an_event_keeps_a_status_written_as_digits():
+    from airflow_provider_wdata.exceptions import error_from_event
+
+    assert error_from_event("m", {"type": "WdataApiError", "status": "404"}).status == 404
+    assert error_from_event("m", {"type": "WdataApiError", "status": "x"}).status == 0

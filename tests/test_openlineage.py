@@ -107,6 +107,16 @@ def test_a_failed_connection_is_in_the_error_facet(wdata_conn):
     assert len(lineage.outputs) == 2, "a failed connection still names what it was to write"
 
 
+def test_a_cancelled_refresh_the_task_accepted_is_no_failure_in_the_lineage(wdata_conn):
+    hook = WdataHook()
+    runs = [{"connection_id": "conn-1", "source_status": "cancelled", "destination_status": "cancelled"}]
+    assert "errorMessage" in lineage_for_refresh(hook, runs).run_facets
+    assert "errorMessage" not in lineage_for_refresh(hook, runs, tolerate_cancelled=True).run_facets
+    operator = _Refresh(hook, connection_id="conn-1", tolerate_cancelled=True)
+    operator.record_wdata_lineage(runs[0])
+    assert "errorMessage" not in operator.get_openlineage_facets_on_complete(None).run_facets
+
+
 def test_an_unreadable_connection_is_left_out_without_failing(wdata_conn):
     hook = WdataHook()
     runs = [{"connection_id": "conn-1"}, {"connection_id": "no-such-connection"}]

@@ -119,6 +119,14 @@ def test_silent_fail_does_not_keep_reading_a_wrong_batch_id(wdata_conn):
     assert reads(wdata_conn) == 1
 
 
+def test_silent_fail_with_never_fail_still_skips_a_failed_refresh(wdata_conn):
+    wdata_conn.script_connection("conn-1", outcome="error", error="Column 'Revenue' not found")
+    batch_id = start()
+    with pytest.raises(AirflowSkipException, match="Column 'Revenue' not found"):
+        sensor(batch_id, mode="poke", silent_fail=True, never_fail=True, timeout=5).execute({})
+    assert reads(wdata_conn) == 2
+
+
 def test_silent_fail_still_pokes_while_the_refresh_runs(wdata_conn):
     batch_id = start()
     assert sensor(batch_id, mode="poke", silent_fail=True).execute({})["batch_refresh_id"] == batch_id

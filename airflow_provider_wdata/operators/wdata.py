@@ -363,7 +363,12 @@ class WdataRefreshBatchOperator(_StartsRefresh):
     def plan_rerun(
         self, record: StartedRefresh, refresh: Any, decision: Decision
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        failed = {run.connection_id for run in decision.failed}
+        # Every failed or cancelled connection, tolerated or not: a cancelled one refreshed nothing.
+        failed = {
+            child.connection_id
+            for child in refresh.child_refreshes
+            if run_state(child.source_status, child.destination_status, child.error) in _RERUNNABLE
+        }
         known = set(record.connection_ids)
         if not self.retry_failed_only or not failed <= known:
             return record.connections, []
@@ -500,6 +505,9 @@ def _not_recorded(record: StartedRefresh, failure: str) -> WdataRefreshNotRecord
         f"Wdata {_describe(record)} started, but {failure} Airflow does not retry this task: a retry could not "
         "know the refresh and would start it again. Check it in Wdata; clear the task to start it again."
     )
+
+
+_RERUNNABLE = frozenset({RunState.FAILED, RunState.CANCELLED})
 
 
 def _map_index(context: Context) -> int:

@@ -17,6 +17,7 @@ from airflow_provider_wdata import protocol
 from airflow_provider_wdata._compat import (
     AIRFLOW_V_3_3_PLUS,
     AirflowSensorTimeout,
+    AirflowSkipException,
     BaseSensorOperator,
     Context,
     PokeReturnValue,
@@ -131,6 +132,8 @@ class _RefreshSensor(WdataLineageMixin, BaseSensorOperator):
                 self.execute_complete(context, self._timeout_event_now(because=str(timed_out)))
                 raise  # not reached: a timeout event always raises
             if self._ended_badly is not None:
+                if getattr(self, "never_fail", False):  # as Airflow's poke loop treats what poke raises
+                    raise AirflowSkipException(f"Skipped (never_fail): {self._ended_badly.get('message')}")
                 return self.execute_complete(context, self._ended_badly)  # raises
             return result
 
