@@ -19,10 +19,10 @@ The whole refresh (the run and its children):
 - SUCCESS when the run is COMPLETE and every child is COMPLETE (CANCELLED children are accepted too with
   ``tolerate_cancelled``); a run with no children needs only itself COMPLETE (or CANCELLED, with
   ``tolerate_cancelled``: it is a connection refresh too);
-- FAILED when the run FAILED or was CANCELLED (a batch cancelled as a whole fails even with
-  ``tolerate_cancelled``); once the run and all children are terminal and some child
-  failed (CANCELLED counts as failed unless ``tolerate_cancelled``); with ``fail_fast``, as soon as any child
-  failed;
+- FAILED when the run FAILED or was CANCELLED (a batch failed or cancelled as a whole fails even with
+  ``tolerate_cancelled``, whether or not its read lists children); once the run and all children are terminal
+  and some child failed (CANCELLED counts as failed unless ``tolerate_cancelled``); with ``fail_fast``, as soon
+  as any child failed;
 - RUNNING otherwise.
 """
 

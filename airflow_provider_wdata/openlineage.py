@@ -222,12 +222,6 @@ class WdataLineageMixin:
             tolerate_cancelled=bool(getattr(self, "tolerate_cancelled", False)),
         )
 
-    def get_openlineage_facets_on_start(self) -> Any:
-        """OpenLineage facets of a refresh about to start: the inputs and outputs it will report on completion
-        (without them, the START event would name the task's ``wdata://`` assets and COMPLETE the datasets)."""
-        planned = self._wdata_operator_lineage()
-        return type(planned)(inputs=planned.inputs, outputs=planned.outputs)
-
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage facets of a finished refresh (called by the OpenLineage provider)."""
         return self._wdata_operator_lineage()
@@ -235,3 +229,16 @@ class WdataLineageMixin:
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """OpenLineage facets of a failed refresh (called by the OpenLineage provider)."""
         return self._wdata_operator_lineage()
+
+
+class WdataStartLineageMixin(WdataLineageMixin):
+    """:class:`WdataLineageMixin` for the operators that start refreshes, whose START event names the same datasets.
+
+    Not for the sensors: a sensor in reschedule mode starts at every poke, and would read its connections each time.
+    """
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage facets of a refresh about to start: the inputs and outputs it will report on completion
+        (without them, the START event would name the task's ``wdata://`` assets and COMPLETE the datasets)."""
+        planned = self._wdata_operator_lineage()
+        return type(planned)(inputs=planned.inputs, outputs=planned.outputs)

@@ -26,6 +26,7 @@ from airflow_provider_wdata.hooks.wdata import WdataHook
 from airflow_provider_wdata.openlineage import (
     RUN_FACET_KEY,
     WdataLineageMixin,
+    WdataStartLineageMixin,
     convert_asset_to_openlineage,
     dataset_namespace,
     lineage_for_refresh,
@@ -153,11 +154,21 @@ def test_the_asset_converter():
     assert (dataset.namespace, dataset.name) == ("wdata", "workspaces/ws/connections/c%3A1")
 
 
-class _Refresh(WdataLineageMixin):
+class _Refresh(WdataStartLineageMixin):
     def __init__(self, hook, **named):
         self.hook = hook
         self.workspace_id = None
         self.__dict__.update(named)
+
+
+def test_only_the_start_operators_name_their_datasets_on_start():
+    from airflow_provider_wdata.operators.wdata import WdataRefreshBatchOperator
+    from airflow_provider_wdata.sensors.wdata import ConnectionRefreshSensor
+
+    assert hasattr(WdataRefreshBatchOperator, "get_openlineage_facets_on_start")
+    # A sensor in reschedule mode starts at every poke: it would read its connections each time.
+    assert issubclass(ConnectionRefreshSensor, WdataLineageMixin)
+    assert not hasattr(ConnectionRefreshSensor, "get_openlineage_facets_on_start")
 
 
 def test_the_mixin_before_and_after_a_run(wdata_conn):

@@ -33,7 +33,7 @@ from airflow_provider_wdata.exceptions import (
     WdataRefreshNotRecordedError,
 )
 from airflow_provider_wdata.hooks.wdata import WdataHook
-from airflow_provider_wdata.openlineage import WdataLineageMixin
+from airflow_provider_wdata.openlineage import WdataStartLineageMixin
 from airflow_provider_wdata.triggers.wdata import BatchRefreshTrigger, ConnectionRefreshTrigger
 from airflow_provider_wdata.wait import DEFAULT_POLL_INTERVAL, DEFERRAL_TIMEOUT_GRACE, finish
 
@@ -43,7 +43,7 @@ DEFAULT_WAIT_TIMEOUT = 7 * 24 * 3600.0
 _warned_no_store = False
 
 
-class _StartsRefresh(WdataLineageMixin, BaseOperator):
+class _StartsRefresh(WdataStartLineageMixin, BaseOperator):
     ui_color = "#c5e3f6"
     emit_assets: bool  # set by each operator, after it declared its default outlets
 
