@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from airflow_provider_wdata.decision import RunState, run_state
+from airflow_provider_wdata.models import RefreshBatch
+
 #: The store key. Renaming it would make in-flight retries start their refreshes again.
 STORE_KEY = "wdata_refresh"
 
@@ -50,6 +53,37 @@ class StartedRefresh:
         if not (record.batch_id or record.job_id):
             raise ValueError("no batch id or job id recorded")
         return record
+
+
+#: The connection states a rerun starts again: a cancelled connection refreshed nothing, tolerated or not.
+_RERUNNABLE = frozenset({RunState.FAILED, RunState.CANCELLED})
+
+
+def batch_rerun(record: StartedRefresh, batch: RefreshBatch) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """After ``batch`` (the task's last batch) failed: the RefreshConnection fields to start again, and the runs
+    kept. The failed and cancelled connections go again, and any that neither this batch nor an earlier one of the
+    task listed; none that completed (here or in an earlier batch) is refreshed twice. A kept run names the batch
+    it ran in (``batch_id``), for its asset event and lineage. All of them go again when a connection the task
+    did not ask for failed (the record cannot be trusted then)."""
+    failed = {
+        child.connection_id
+        for child in batch.child_refreshes
+        if run_state(child.source_status, child.destination_status, child.error) in _RERUNNABLE
+    }
+    known = set(record.connection_ids)
+    if not failed <= known:
+        return record.connections, []
+    listed = {child.connection_id for child in batch.child_refreshes}
+    listed |= {run.get("connection_id") for run in record.completed}
+    again = failed | (known - listed)
+    rerun = [spec for spec in record.connections if spec["connection_id"] in again]
+    kept = [
+        {**child.to_dict(), "batch_id": record.batch_id}
+        for child in batch.child_refreshes
+        if child.connection_id not in again
+    ]
+    earlier = [run for run in record.completed if run.get("connection_id") not in again]
+    return rerun, earlier + kept
 
 
 def task_state_store(context: Any) -> Any:

@@ -248,7 +248,7 @@ class _StartsRefresh(WdataStartLineageMixin, BaseOperator):
                 "reads the batch again and reruns what failed once they have ended. With no retry left, wait "
                 "until they end in Wdata; clearing the task then starts every connection again."
             )
-        rerun, completed = self.plan_rerun(record, refresh, decision)
+        rerun, completed = self.plan_rerun(record, refresh)
         if not rerun:
             self.log.warning(
                 "%s: %s ended badly, though each of its connections completed; starting nothing.", attempt, what
@@ -265,9 +265,7 @@ class _StartsRefresh(WdataStartLineageMixin, BaseOperator):
         )
         return self._start_and_wait(rerun, context, store, completed)
 
-    def plan_rerun(
-        self, record: StartedRefresh, refresh: Any, decision: Decision
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def plan_rerun(self, record: StartedRefresh, refresh: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """What to start again after a failed refresh, and the runs that succeeded and are kept."""
         return record.connections, []
 
@@ -360,31 +358,10 @@ class WdataRefreshBatchOperator(_StartsRefresh):
             if run_state(child.source_status, child.destination_status, child.error) is RunState.IN_PROGRESS
         ]
 
-    def plan_rerun(
-        self, record: StartedRefresh, refresh: Any, decision: Decision
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        # Every failed or cancelled connection, tolerated or not: a cancelled one refreshed nothing.
-        failed = {
-            child.connection_id
-            for child in refresh.child_refreshes
-            if run_state(child.source_status, child.destination_status, child.error) in _RERUNNABLE
-        }
-        known = set(record.connection_ids)
-        if not self.retry_failed_only or not failed <= known:
+    def plan_rerun(self, record: StartedRefresh, refresh: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if not self.retry_failed_only:
             return record.connections, []
-        # The failed ones, and any that neither this batch nor an earlier one listed: none that completed (here or
-        # in an earlier batch of this task) is refreshed twice.
-        listed = {child.connection_id for child in refresh.child_refreshes}
-        listed |= {run.get("connection_id") for run in record.completed}
-        again = failed | (known - listed)
-        rerun = [spec for spec in record.connections if spec["connection_id"] in again]
-        kept = [
-            {**child.to_dict(), "batch_id": record.batch_id}  # the batch it ran in, for its asset event and lineage
-            for child in refresh.child_refreshes
-            if child.connection_id not in again
-        ]
-        earlier = [run for run in record.completed if run.get("connection_id") not in again]
-        return rerun, earlier + kept
+        return durable.batch_rerun(record, refresh)
 
 
 class WdataRefreshConnectionOperator(_StartsRefresh):
@@ -505,9 +482,6 @@ def _not_recorded(record: StartedRefresh, failure: str) -> WdataRefreshNotRecord
         f"Wdata {_describe(record)} started, but {failure} Airflow does not retry this task: a retry could not "
         "know the refresh and would start it again. Check it in Wdata; clear the task to start it again."
     )
-
-
-_RERUNNABLE = frozenset({RunState.FAILED, RunState.CANCELLED})
 
 
 def _map_index(context: Context) -> int:
