@@ -291,6 +291,40 @@ def read_envelope(request: ApiRequest, raw: RawResponse, max_bytes: int) -> Enve
     return Envelope(payload["body"], code if isinstance(code, int) else None, cursor if cursor else None)
 
 
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {str: "a string", list: "a list", int: "a number", float: "a number"}.get(type(value), "not an object")
+
+
+def read_object(request: ApiRequest, raw: RawResponse, body: Any) -> Mapping[str, Any]:
+    """The ``body`` of an answer that must be one object (a batch, a run, a connection), or raise.
+
+    Fields may be missing or null (the models read them as None), but a body of another kind, or a batch child that
+    is not an object, has no statuses at all: read leniently, it would stand for a refresh that never ends.
+    """
+    problem = None
+    if not isinstance(body, Mapping):
+        problem = f"a 'body' that is {_json_kind(body)}, not an object"
+    elif isinstance(children := body.get("childRefreshes"), list):
+        index = next((i for i, child in enumerate(children) if not isinstance(child, Mapping)), None)
+        if index is not None:
+            kind = _json_kind(children[index])
+            problem = f"a childRefreshes[{index}] that is {kind}, not a connection refresh object"
+    if problem is None:
+        return body
+    malformed = WdataApiError(
+        f"Wdata API {request} answered HTTP {raw.status} with {problem}: {excerpt(raw.body)}. This is not a "
+        "Wdata answer: check that the connection's host is the Wdata API base URL, or report it to Workiva.",
+        status=raw.status,
+        method=request.method,
+        path=request.path,
+    )
+    raise refine_error(request, malformed)
+
+
 def read_response(request: ApiRequest, raw: RawResponse, config: WdataConfig, max_bytes: int) -> Envelope:
     """Read an API answer once the hook has tried a fresh token: a 401 now means the grant itself is refused."""
     if raw.status == 401:

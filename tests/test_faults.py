@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import email.utils
 import json
+import re
 import sys
 import time
 import types
@@ -262,6 +263,27 @@ def test_10_unreadable_or_odd_bodies(wdata_conn, sleeps, kind, outcome, says):
     assert event["status"] == outcome, event["message"]
     if says:
         assert says in event["message"] and len(event["message"]) < 600
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [('{"body": null, "code": 200}', "a 'body' that is null"), ("__CHILD__", "a childRefreshes[1] that is null")],
+)
+def test_10_a_status_read_without_statuses_to_read_fails_at_once(wdata_conn, sleeps, mode, body, says):
+    batch_id = start()
+    if body == "__CHILD__":
+        child = {"connectionId": "conn-1", "sourceStatus": "complete", "destinationStatus": "complete"}
+        batch = {"batchRefreshId": batch_id, "sourceStatus": "running", "childRefreshes": [child, None]}
+        body = json.dumps({"body": batch, "code": 200})
+    fault = wdata_conn.add_fault(Fault(method="GET", path_contains=STATUS_PATH, kind="malformed", body=body))
+    if mode == "deferred":
+        event = wait_deferred(batch_id)
+        assert event["status"] == "error" and says in event["message"], event["message"]
+    else:
+        with pytest.raises(WdataApiError, match=re.escape(says)):
+            poke_until_done(batch_id)
+    assert fault.fired == 1 and len(status_requests(wdata_conn)) == 1, "one read: not polled until the timeout"
 
 
 @pytest.mark.parametrize("mode", MODES)

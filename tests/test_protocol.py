@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pendulum
 import pytest
@@ -272,6 +273,36 @@ def test_an_unreadable_answer_names_the_call():
 def test_a_json_list_is_not_an_envelope():
     with pytest.raises(WdataApiError, match="has no 'body' field"):
         protocol.read_envelope(GET, raw(200, [1, 2]), 100)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (None, "a 'body' that is null, not an object"),
+        ([{"batchRefreshId": "b-1"}], "a 'body' that is a list"),
+        ("queued", "a 'body' that is a string"),
+        (3, "a 'body' that is a number"),
+        (True, "a 'body' that is a boolean"),
+        ({"childRefreshes": [{"connectionId": "c-1"}, None]}, "a childRefreshes[1] that is null"),
+        ({"childRefreshes": ["c-1"]}, "a childRefreshes[0] that is a string"),
+    ],
+)
+def test_an_answer_that_is_no_object_is_a_clear_error(body, says):
+    answer = raw(200, {"body": body, "code": 200})
+    with pytest.raises(WdataApiError, match=re.escape(says)) as info:
+        protocol.read_object(GET, answer, body)
+    assert (info.value.status, info.value.path, info.value.retryable) == (200, GET.path, False)
+    assert "check that the connection's host is the Wdata API base URL" in str(info.value)
+    assert not isinstance(info.value, WdataRefreshMayHaveStartedError), "a read is never a start"
+    with pytest.raises(WdataRefreshMayHaveStartedError, match=re.escape(says)):
+        protocol.read_object(START, answer, body)
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"sourceStatus": None}, {"childRefreshes": "not a list"}, {"childRefreshes": [{}, {"x": 1}]}]
+)
+def test_an_object_with_missing_or_odd_fields_is_read_as_it_is(body):
+    assert protocol.read_object(GET, raw(200, {"body": body}), body) is body
 
 
 def test_an_answer_over_the_limit_is_refused_unread():

@@ -211,13 +211,17 @@ class WdataHook(BaseHook):
         if parse is None:
             return protocol.read_response(request, raw, config, self.max_response_bytes)
         if not request.polled:
-            return parse(protocol.read_response(request, raw, config, self.max_response_bytes).body)
+            return parse(self._object(request, raw, config))
         answer = (request, parse, raw.status, hashlib.blake2b(raw.body, digest_size=16).digest())
         if self._held is not None and self._held[:4] == answer:
             return self._held[4]
-        value = parse(protocol.read_response(request, raw, config, self.max_response_bytes).body)
+        value = parse(self._object(request, raw, config))
         self._held = (*answer, value)
         return value
+
+    def _object(self, request: ApiRequest, raw: RawResponse, config: WdataConfig) -> Any:
+        envelope = protocol.read_response(request, raw, config, self.max_response_bytes)
+        return protocol.read_object(request, raw, envelope.body)
 
     def _try_once(self, request: ApiRequest, config: WdataConfig, parse: Parse | None = None) -> Any:
         """Token, send, and on a 401 one more send with a fresh token; the answer (see :meth:`_answer`)."""
