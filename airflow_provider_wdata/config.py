@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from airflow_provider_wdata.constants import (
     API_BASE_URLS,
     DEFAULT_REGION,
     DEFAULT_TIMEOUT_SECONDS,
+    MAX_TIMEOUT_SECONDS,
     MAX_WORKSPACE_ID_LENGTH,
     REGIONS,
     TOKEN_PATH,
@@ -202,6 +204,11 @@ def build_config(
     timeout: float | None = None,
 ) -> WdataConfig:
     """Check the connection fields and build the config, or raise naming the field to fix."""
+    if not isinstance(extras, Mapping):
+        raise WdataConfigError(
+            f"Connection {conn_id!r}: its extra is a JSON {type(extras).__name__}, not an object; write it as an "
+            'object of named fields, e.g. {"region": "eu", "workspace_id": "..."}.'
+        )
     if not login:
         raise WdataConfigError(
             f"Connection {conn_id!r} has no client id: set its login to the OAuth2 client id of the API grant."
@@ -242,8 +249,11 @@ def build_config(
         timeout_s = float(raw_timeout) if raw_timeout is not None else DEFAULT_TIMEOUT
     except (TypeError, ValueError):
         timeout_s = -1.0
-    if not timeout_s > 0:
-        raise WdataConfigError(f"Connection {conn_id!r}: timeout {raw_timeout!r} is not a positive number of seconds.")
+    if not (timeout_s > 0 and math.isfinite(timeout_s)) or timeout_s > MAX_TIMEOUT_SECONDS:
+        raise WdataConfigError(
+            f"Connection {conn_id!r}: timeout {raw_timeout!r} is not a number of seconds above 0 and at most "
+            f"{MAX_TIMEOUT_SECONDS} (the service ends a request after about 29 s)."
+        )
 
     verify_raw = _extra(extras, "verify")
     verify: bool | str = True

@@ -26,6 +26,9 @@ TOKEN_PATH = "/iam/v1/oauth2/token"
 
 #: Seconds to connect and to wait for an answer, unless the connection's ``timeout`` extra says otherwise.
 DEFAULT_TIMEOUT_SECONDS = 30
+#: The longest ``timeout`` taken: the service ends a request after about 29 s, and the HTTP libraries fail on a
+#: deadline past what their clocks hold.
+MAX_TIMEOUT_SECONDS = 3600
 #: The service's limit on a workspaceId.
 MAX_WORKSPACE_ID_LENGTH = 40
 #: The service refuses batches larger than this.

@@ -7,7 +7,9 @@ they send is built here and everything they receive is read here, so sync and as
 from __future__ import annotations
 
 import json
+import math
 import platform
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
@@ -40,6 +42,10 @@ USER_AGENT = f"airflow-provider-wdata/{__version__} apache-airflow/{AIRFLOW_VERS
 DEFAULT_TOKEN_LIFETIME = 300.0
 #: Characters of an unreadable body quoted in an error message.
 EXCERPT_CHARS = 200
+#: What an access token may hold: the visible ASCII an Authorization header carries.
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
+#: A bearer credential quoted back in an answer (a gateway echoing the request): blanked in every quote.
+_BEARER = re.compile(r"(?i)(bearer\s+)[\x21-\x7e]+")
 
 #: Statuses worth trying again for a read: the service or the network may recover.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -171,12 +177,18 @@ TOKEN_HEADERS = {"Accept": "application/json", "User-Agent": USER_AGENT}
 # --------------------------------------------------------------------------------------------- responses
 
 
-def excerpt(body: bytes, hide: Iterable[str] = ()) -> str:
-    """A short, single-line quote of a body for an error message, with any secret blanked out."""
-    text = " ".join(body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split())
+def _scrub(text: str, hide: Iterable[str] = ()) -> str:
+    """``text`` with any bearer credential and each of ``hide`` (as is or URL-encoded) blanked out."""
+    text = _BEARER.sub(r"\1***", text)
     for secret in hide:
         for form in {secret, quote_plus(secret), quote(secret, safe="")} if secret else ():
             text = text.replace(form, "***")
+    return text
+
+
+def excerpt(body: bytes, hide: Iterable[str] = ()) -> str:
+    """A short, single-line quote of a body for an error message, with any secret blanked out."""
+    text = _scrub(" ".join(body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split()), hide)
     return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "") if text else "(empty body)"
 
 
@@ -220,21 +232,27 @@ _HINTS = {
 }
 
 
-def _error_messages(payload: Any) -> tuple[list[str], list[dict[str, Any]], int | None]:
+def _error_messages(payload: Any, hide: Iterable[str] = ()) -> tuple[list[str], list[dict[str, Any]], int | None]:
     if not isinstance(payload, Mapping):
         return [], [], None
     body = payload.get("body")
     messages = [str(m) for m in body] if isinstance(body, list) else [str(body)] if body else []
-    details = [d for d in payload.get("details") or [] if isinstance(d, Mapping)]
+    listed = payload.get("details")
+    details = [
+        {str(k): _scrub(v, hide) if isinstance(v, str) else v for k, v in d.items()}
+        for d in (listed if isinstance(listed, list) else ())
+        if isinstance(d, Mapping)
+    ]
     code = payload.get("code") if isinstance(payload.get("code"), int) else None
-    return messages, [dict(d) for d in details], code
+    return [_scrub(m, hide) for m in messages], details, code
 
 
-def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None) -> WdataApiError:
-    """The one exception for an error response, with what a person needs to act on it."""
+def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None, hide: Iterable[str] = ()) -> WdataApiError:
+    """The one exception for an error response, with what a person needs to act on it (nothing of ``hide`` nor
+    any bearer credential quoted)."""
     payload = _decode_json(raw.body) if payload is None else payload
-    messages, details, code = _error_messages(payload)
-    said = "; ".join(messages) if messages else f"unreadable body: {excerpt(raw.body)}"
+    messages, details, code = _error_messages(payload, hide)
+    said = "; ".join(messages) if messages else f"unreadable body: {excerpt(raw.body, hide)}"
     for detail in details:
         target = f" ({detail['target']})" if detail.get("target") else ""
         said += f"; {detail.get('message') or detail.get('code')}{target}"
@@ -258,8 +276,9 @@ def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None) -> Wda
     )
 
 
-def read_envelope(request: ApiRequest, raw: RawResponse, max_bytes: int) -> Envelope:
-    """Unwrap a ``{"body", "code"}`` answer, or raise the error it stands for (refined for a start)."""
+def read_envelope(request: ApiRequest, raw: RawResponse, max_bytes: int, hide: Iterable[str] = ()) -> Envelope:
+    """Unwrap a ``{"body", "code"}`` answer, or raise the error it stands for (refined for a start), quoting
+    nothing of ``hide``."""
     if raw.too_large:
         raise refine_error(
             request,
@@ -273,14 +292,14 @@ def read_envelope(request: ApiRequest, raw: RawResponse, max_bytes: int) -> Enve
         )
     payload = _decode_json(raw.body)
     if not 200 <= raw.status < 300:
-        raise refine_error(request, api_error(request, raw, payload))
+        raise refine_error(request, api_error(request, raw, payload, hide))
     if not isinstance(payload, dict) or "body" not in payload:
         if not raw.body.strip():
             what = "is empty"
         else:
             what = "is not JSON" if payload is _UNREADABLE else "has no 'body' field"
         unreadable = WdataApiError(
-            f"Wdata API {request} answered HTTP {raw.status} with a body that {what}: {excerpt(raw.body)}",
+            f"Wdata API {request} answered HTTP {raw.status} with a body that {what}: {excerpt(raw.body, hide)}",
             status=raw.status,
             method=request.method,
             path=request.path,
@@ -296,7 +315,8 @@ def _json_kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    return {str: "a string", list: "a list", int: "a number", float: "a number"}.get(type(value), "not an object")
+    kinds = {dict: "an object", str: "a string", list: "a list", int: "a number", float: "a number"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def read_object(request: ApiRequest, raw: RawResponse, body: Any) -> Mapping[str, Any]:
@@ -328,7 +348,7 @@ def read_object(request: ApiRequest, raw: RawResponse, body: Any) -> Mapping[str
 def read_response(request: ApiRequest, raw: RawResponse, config: WdataConfig, max_bytes: int) -> Envelope:
     """Read an API answer once the hook has tried a fresh token: a 401 now means the grant itself is refused."""
     if raw.status == 401:
-        error = api_error(request, raw)
+        error = api_error(request, raw, hide=(config.client_secret,))
         raise WdataAuthError(
             f"Connection {config.conn_id!r}: the API refused a freshly issued token for "
             f"{request} ({'; '.join(error.messages) or 'HTTP 401'}). Check that the API grant "
@@ -337,7 +357,7 @@ def read_response(request: ApiRequest, raw: RawResponse, config: WdataConfig, ma
             method=request.method,
             path=request.path,
         )
-    return read_envelope(request, raw, max_bytes)
+    return read_envelope(request, raw, max_bytes, (config.client_secret,))
 
 
 def read_token(config: WdataConfig, raw: RawResponse) -> tuple[str, float]:
@@ -345,11 +365,11 @@ def read_token(config: WdataConfig, raw: RawResponse) -> tuple[str, float]:
     payload = _decode_json(raw.body)
     where = f"token endpoint {config.token_url}"
     if raw.status in (400, 401) and isinstance(payload, Mapping) and payload.get("error"):
-        error = str(payload["error"])
-        description = payload.get("error_description") or ""
+        error = _scrub(str(payload["error"]), (config.client_secret,))
+        description = _scrub(str(payload.get("error_description") or ""), (config.client_secret,))
         raise WdataAuthError(
             f"Connection {config.conn_id!r}: the {where} refused the client credentials "
-            f"({error}{': ' + str(description) if description else ''}). "
+            f"({error}{': ' + description if description else ''}). "
             "Check the client id (login) and client secret (password) of the connection.",
             oauth_error=error,
             status=raw.status,
@@ -369,18 +389,26 @@ def read_token(config: WdataConfig, raw: RawResponse) -> tuple[str, float]:
             retryable=retryable,
         )
     token = payload.get("access_token") if isinstance(payload, Mapping) else None
+    # Never quote a 2xx token body, nor the token: it may be a real one. A token with a space, a control or a
+    # non-ASCII character cannot be sent: the HTTP libraries would refuse it quoting it.
     if not isinstance(token, str) or not token:
-        # Never quote a 2xx token body: it may hold a token.
+        problem = "without an access_token"
+    elif not _TOKEN_TEXT.fullmatch(token):
+        problem = "with an access_token that an Authorization header cannot carry (not plain visible ASCII)"
+    else:
+        problem = ""
+    if problem:
         raise WdataAuthError(
-            f"Connection {config.conn_id!r}: the {where} answered HTTP {raw.status} without an access_token; "
-            "check extra token_url.",
+            f"Connection {config.conn_id!r}: the {where} answered HTTP {raw.status} {problem}; check extra token_url.",
             status=raw.status,
             method="POST",
             path=config.token_url,
         )
     try:
         expires_in = float(payload["expires_in"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
+        expires_in = DEFAULT_TOKEN_LIFETIME
+    if not (math.isfinite(expires_in) and expires_in > 0):
         expires_in = DEFAULT_TOKEN_LIFETIME
     return token, expires_in
 
@@ -431,19 +459,32 @@ class ConnectionPages:
 
     def add(self, envelope: Envelope) -> None:
         self.found += connections_in(envelope)
+        if envelope.cursor is not None and not isinstance(envelope.cursor, str):
+            raise _bad_page(f"a 'cursor' that is {_json_kind(envelope.cursor)}, not a string or null")
         self.cursor = envelope.cursor
         self.done = not self.cursor
         if self.cursor in self._seen:
-            raise WdataApiError(
-                f"Wdata returned the cursor {self.cursor!r} twice while listing connections; stopping.",
-                status=200,
-                method="GET",
-                path="/api/v1/connections",
-            )
+            raise _bad_page(f"the cursor {self.cursor!r} twice")
         if self.cursor:
             self._seen.add(self.cursor)
 
 
+def _bad_page(what: str) -> WdataApiError:
+    return WdataApiError(
+        f"Wdata answered a page of GET /api/v1/connections with {what}; stopping the listing.",
+        status=200,
+        method="GET",
+        path="/api/v1/connections",
+    )
+
+
 def connections_in(envelope: Envelope) -> list[WdataConnection]:
-    items = envelope.body if isinstance(envelope.body, list) else []
+    """The connections of one page; raises on a page that is not a list of objects (read leniently, it would list
+    none, or blank ones)."""
+    items = envelope.body
+    if not isinstance(items, list):
+        raise _bad_page(f"a 'body' that is {_json_kind(items)}, not a list of connections")
+    index = next((i for i, item in enumerate(items) if not isinstance(item, Mapping)), None)
+    if index is not None:
+        raise _bad_page(f"an entry {index} that is {_json_kind(items[index])}, not a connection object")
     return [WdataConnection.from_api(item) for item in items]

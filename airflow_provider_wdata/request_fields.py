@@ -68,6 +68,16 @@ def _not_json(value: Any, where: str) -> str | None:
     return f"{where} is a {type(value).__name__}"
 
 
+def _plain_json(value: Any) -> Any:
+    """``value`` with every mapping a dict and every tuple a list: the JSON encoder takes no other kind (a model's
+    ``source_parameters`` is a read-only mapping)."""
+    if isinstance(value, Mapping):
+        return {key: _plain_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(item) for item in value]
+    return value
+
+
 def refresh_connection_item(item: Any, *, workspace_id: str | None = None, where: str = "") -> dict[str, Any]:
     """One RefreshConnection: a connection id, or a dict of its snake_case fields."""
     if isinstance(item, str):
@@ -95,7 +105,7 @@ def refresh_connection_item(item: Any, *, workspace_id: str | None = None, where
     for key in ("use_previous_source_parameters", "use_previous_destination_parameters"):
         if item.get(key) is not None and not isinstance(item[key], bool):
             raise WdataConfigError(f"{where}{key} must be true or false, not {item[key]!r}.")
-    body = {REFRESH_CONNECTION_FIELDS[k]: v for k, v in item.items() if v is not None}
+    body = {REFRESH_CONNECTION_FIELDS[k]: _plain_json(v) for k, v in item.items() if v is not None}
     if workspace_id is not None and "workspaceId" not in body:
         body["workspaceId"] = workspace_id
     if body.get("workspaceId") is not None:

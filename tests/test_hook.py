@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import threading
+from types import MappingProxyType
 
 import pytest
 
@@ -70,6 +71,17 @@ def test_connection_calls_and_paging(wdata_conn):
     assert status.job_id == run.job_id
     connection = hook.get_wdata_connection("conn-1")
     assert connection.id == "conn-1" and connection.last_run is not None
+
+
+def test_a_refresh_takes_the_parameters_of_an_earlier_run_as_they_were_read(wdata_conn):
+    hook = WdataHook()
+    first = hook.refresh_connection("conn-1", source_parameters={"year": 2026, "parts": {"q": [1, 2]}})
+    read = hook.get_connection_refresh("conn-1", first.job_id)
+    assert isinstance(read.source_parameters, MappingProxyType), "models hand out read-only mappings"
+    again = hook.refresh_connection("conn-1", source_parameters=read.source_parameters)
+    sent = api_requests(wdata_conn, "POST", "/api/v1/connections/conn-1/refresh")[-1]
+    assert sent.json()["sourceParameters"] == {"year": 2026, "parts": {"q": [1, 2]}}
+    assert again.job_id and again.job_id != first.job_id
 
 
 def test_async_twins_share_one_session_per_loop(wdata_conn):
@@ -500,6 +512,23 @@ def test_a_cursor_that_comes_back_stops_the_listing():
     assert not pages.done and pages.cursor == "c1"
     with pytest.raises(WdataApiError, match="cursor 'c1' twice"):
         pages.add(Envelope([{"id": "b"}], 200, "c1"))
+
+
+@pytest.mark.parametrize(
+    ("body", "cursor", "says"),
+    [
+        ({"id": "a"}, None, "a 'body' that is an object, not a list of connections"),
+        (None, None, "a 'body' that is null, not a list"),
+        ([{"id": "a"}, "b"], None, "an entry 1 that is a string, not a connection object"),
+        ([{"id": "a"}], ["c2"], "a 'cursor' that is a list, not a string or null"),
+        ([{"id": "a"}], {"next": "c2"}, "a 'cursor' that is an object, not a string or null"),
+    ],
+)
+def test_a_page_that_is_no_list_of_connections_stops_the_listing(body, cursor, says):
+    from airflow_provider_wdata.protocol import ConnectionPages, Envelope
+
+    with pytest.raises(WdataApiError, match=re.escape(says)):
+        ConnectionPages().add(Envelope(body, 200, cursor))
 
 
 def test_token_answers_without_expiry_are_kept_for_a_default_lifetime():

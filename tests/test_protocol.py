@@ -187,7 +187,7 @@ def test_parameters_a_json_body_cannot_carry_are_refused_naming_where_they_are(p
 def test_json_parameters_of_every_kind_are_taken_as_they_are():
     parameters = {"a": "x", "b": 1, "c": 1.5, "d": True, "e": None, "f": [1, "2", {"g": [False]}], "h": (3,)}
     (item,) = protocol.validate_batch_connections([{"connection_id": "c", "destination_parameters": parameters}])
-    assert item["destinationParameters"] == parameters
+    assert item["destinationParameters"] == {**parameters, "h": [3]}, "a tuple is sent as the JSON list it encodes to"
 
 
 def test_single_refresh_request():
@@ -465,6 +465,54 @@ def test_an_unusable_expiry_means_the_default_lifetime(expires_in):
     body = {"access_token": "t"} if expires_in is None else {"access_token": "t", "expires_in": expires_in}
     assert protocol.read_token(CONFIG, raw(200, body)) == ("t", protocol.DEFAULT_TOKEN_LIFETIME)
     assert protocol.DEFAULT_TOKEN_LIFETIME == 300.0
+
+
+@pytest.mark.parametrize("expires_in", [float("nan"), "nan", "inf", "1e400", -5, 0])
+def test_an_expiry_that_is_not_a_positive_number_means_the_default_lifetime(expires_in):
+    # NaN or 0 made every call fetch a token; inf a token never renewed before it expired.
+    body = json.dumps({"access_token": "t", "expires_in": expires_in}).encode()
+    assert protocol.read_token(CONFIG, raw(200, body)) == ("t", protocol.DEFAULT_TOKEN_LIFETIME)
+
+
+@pytest.mark.parametrize("token", ["QZX-abc\n", "QZX abc", "QZX\x00abc", "QZX-é", " QZX"])
+def test_a_token_no_header_can_carry_is_refused_without_quoting_it(token):
+    # requests refused such a header quoting it, as a failure "after the request was sent"; aiohttp raised raw.
+    with pytest.raises(WdataAuthError, match="an access_token that an Authorization header cannot carry") as info:
+        protocol.read_token(CONFIG, raw(200, {"access_token": token, "expires_in": 600}))
+    assert "QZX" not in str(info.value) and not info.value.retryable
+    good = "eyJhbGciOi.J9-_~+/abc=="
+    assert protocol.read_token(CONFIG, raw(200, {"access_token": good}))[0] == good
+
+
+def test_a_client_secret_echoed_in_an_oauth_error_is_blanked():
+    body = {"error": "invalid_client", "error_description": f"client_secret '{SECRET}' is wrong"}
+    with pytest.raises(WdataAuthError) as info:
+        protocol.read_token(CONFIG, raw(401, body))
+    assert SECRET not in str(info.value) and "client_secret '***' is wrong" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        raw(502, b"<html>Bad gateway. Request: GET /x Authorization: Bearer tok.EN-1 Host: h</html>"),
+        raw(400, {"body": ["header was bearer tok.EN-1"], "details": [{"message": "Bearer tok.EN-1", "target": "h"}]}),
+        raw(403, {"body": f"client {SECRET} may not"}),
+    ],
+)
+def test_a_credential_echoed_in_an_api_error_is_blanked(answer):
+    with pytest.raises(WdataApiError) as info:
+        protocol.read_response(GET, answer, CONFIG, 10_000)
+    error = info.value
+    quoted = " ".join([str(error), *error.messages, *(str(d) for d in error.details)])
+    assert "tok.EN-1" not in quoted and SECRET not in quoted
+    assert "***" in str(error)
+
+
+@pytest.mark.parametrize("details", [5, "oops", {"message": "x"}, [1, None, {"message": "kept"}]])
+def test_error_details_of_any_shape_give_the_api_error(details):
+    with pytest.raises(WdataApiError, match="Bad connection") as info:
+        protocol.read_envelope(GET, raw(400, {"body": "Bad connection", "details": details}), 1000)
+    assert info.value.details == (({"message": "kept"},) if isinstance(details, list) else ())
 
 
 @pytest.mark.parametrize("status", [400, 401])
