@@ -391,13 +391,12 @@ def read_token(config: WdataConfig, raw: RawResponse) -> tuple[str, float]:
     token = payload.get("access_token") if isinstance(payload, Mapping) else None
     # Never quote a 2xx token body, nor the token: it may be a real one. A token with a space, a control or a
     # non-ASCII character cannot be sent: the HTTP libraries would refuse it quoting it.
-    if not isinstance(token, str) or not token:
-        problem = "without an access_token"
-    elif not _TOKEN_TEXT.fullmatch(token):
-        problem = "with an access_token that an Authorization header cannot carry (not plain visible ASCII)"
-    else:
-        problem = ""
-    if problem:
+    if not isinstance(token, str) or not _TOKEN_TEXT.fullmatch(token):
+        problem = (
+            "with an access_token that an Authorization header cannot carry (not plain visible ASCII)"
+            if isinstance(token, str) and token
+            else "without an access_token"
+        )
         raise WdataAuthError(
             f"Connection {config.conn_id!r}: the {where} answered HTTP {raw.status} {problem}; check extra token_url.",
             status=raw.status,
