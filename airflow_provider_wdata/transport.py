@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import requests
+import urllib3
 from aiohttp.helpers import get_env_proxy_for_url
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from yarl import URL
@@ -122,6 +124,21 @@ def _token_call(config: WdataConfig) -> tuple[str, str, WdataConfig, dict[str, s
 # ---------------------------------------------------------------------------------------------- sync
 
 
+def _body_pieces(response: requests.Response) -> Iterator[bytes]:
+    """The decoded body as it arrives, a socket read at a time: requests' ``iter_content`` waits for a full chunk,
+    so a body trickled in byte by byte, each byte within the read timeout, would never be cut off."""
+    read1 = getattr(response.raw, "read1", None)  # urllib3 2.3+
+    if read1 is None:
+        yield from response.iter_content(_CHUNK)
+        return
+    while piece := read1(_CHUNK, decode_content=True):
+        yield piece
+
+
+def _late(timeout: float) -> TimeoutError:
+    return TimeoutError(f"the answer did not arrive in full within {2 * timeout:g} s (twice the timeout)")
+
+
 class SyncTransport:
     """One ``requests.Session`` (and so one connection pool) per hook."""
 
@@ -153,6 +170,7 @@ class SyncTransport:
     ) -> RawResponse | WdataError:
         failure: WdataError
         response: requests.Response | None = None
+        deadline = time.monotonic() + 2 * config.timeout
         try:
             response = self.session.request(
                 method,
@@ -166,11 +184,13 @@ class SyncTransport:
             )
             with response:
                 chunks, size = [], 0
-                for chunk in response.iter_content(_CHUNK):
+                for chunk in _body_pieces(response):
                     size += len(chunk)
                     if size > self.max_bytes:
                         return RawResponse(response.status_code, response.headers, b"", too_large=True)
                     chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        return _failure(what, url, _late(config.timeout), sent=True)
                 return RawResponse(response.status_code, response.headers, b"".join(chunks))
         except requests.exceptions.SSLError as exc:
             # With a response, the status line came: the request went out whatever the error says.
@@ -186,6 +206,8 @@ class SyncTransport:
             failure = _failure(what, url, reason or exc, sent=sent)
         except requests.exceptions.RequestException as exc:
             failure = _failure(what, url, exc, sent=True)
+        except urllib3.exceptions.HTTPError as exc:  # from reading the body, which requests does not wrap here
+            failure = _failure(what, url, _ssl_error_under(exc) or exc, sent=True)
         except OSError:  # after RequestException, which is an OSError too: an unreadable CA bundle
             failure = _bad_ca_bundle(config)
         return failure

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import json
 import os
@@ -11,6 +12,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Awaitable
 
 import pytest
@@ -206,10 +208,15 @@ class CannedTlsServer:
     """A TLS server on loopback, in a thread: it reads each request, writes ``answer``, then ``forged_record`` if
     any: a TLS failure after the request was sent. It records each request line."""
 
-    def __init__(self, certificate, answer: bytes, forged_record: bytes = b"") -> None:
+    def __init__(
+        self, certificate, answer: bytes, forged_record: bytes = b"", trickle: bytes = b"", gap: float = 0.0
+    ) -> None:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         certificate.configure_cert(self.context)
         self.answer, self.forged_record = answer, forged_record
+        # After answer: these bytes one at a time, gap seconds apart, while the client keeps the connection open.
+        self.trickle, self.gap = trickle, gap
+        self.trickled = 0
         self.request_lines: list[str] = []
         self._closing = False
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -250,6 +257,12 @@ class CannedTlsServer:
         self.request_lines.append(head.split(b"\r\n", 1)[0].decode())
         tls.sendall(self.answer)
         os.write(tls.fileno(), self.forged_record)
+        for byte in self.trickle:
+            if self._closing:
+                break
+            time.sleep(self.gap)  # the fault under test: a server that is slow on purpose
+            tls.sendall(bytes([byte]))
+            self.trickled += 1
         # Until the client closes (or alerts): closing first, with its bytes unread, would reset the connection.
         while tls.recv(65536):
             pass
@@ -363,3 +376,32 @@ def test_a_gzip_answer_is_limited_by_its_decompressed_size(transport_type, body,
     assert isinstance(result, RawResponse) and result.status == 200
     assert result.too_large is too_large
     assert result.body == (b"" if too_large else body)
+
+
+# ------------------------------------------------------------------------------ a trickled answer
+
+
+@pytest.mark.parametrize("transport_type", [SyncTransport, AsyncTransport])
+def test_an_answer_trickled_past_twice_the_timeout_is_cut_off(transport_type, tls_ca):
+    # Each byte comes well within the read timeout, so only a deadline on the whole exchange ends it; before the
+    # sync one, a worker read such an answer for as long as the server cared to send it.
+    ca, ca_path = tls_ca
+    body = b'{"access_token": "t", "expires_in": 600}' + b" " * 40
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    config = dataclasses.replace(direct_config("https://127.0.0.1", verify=ca_path), timeout=0.5)
+    with CannedTlsServer(ca.issue_cert("127.0.0.1"), head + body[:1], trickle=body[1:], gap=0.1) as server:
+        config = dataclasses.replace(config, token_url=f"{server.base_url}/iam/v1/oauth2/token")
+        result = settled(transport_type().post_token(config))
+        trickled = server.trickled
+    assert isinstance(result, WdataTransportError), result
+    assert result.request_sent and result.retryable
+    assert trickled < len(body) - 1, "the client gave up before the server was done"
+    if transport_type is SyncTransport:
+        assert "did not arrive in full within 1 s (twice the timeout)" in str(result)
+
+
+def test_sync_calls_keep_their_connection_alive(wdata_conn):
+    hook = WdataHook()
+    for _ in range(3):
+        hook.get_batch_refresh(hook.start_batch_refresh(["conn-1"]).batch_refresh_id)
+    assert wdata_conn.connections_opened == 1, "one keep-alive connection for the token and every API call"
