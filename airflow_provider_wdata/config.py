@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import ipaddress
 import math
 import re
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -245,14 +247,16 @@ def build_config(
         token_url = _default_token_url(base_url)
 
     raw_timeout = timeout if timeout is not None else _extra(extras, "timeout")
-    try:
-        timeout_s = float(raw_timeout) if raw_timeout is not None else DEFAULT_TIMEOUT
-    except (TypeError, ValueError):
-        timeout_s = -1.0
+    timeout_s = -1.0  # refused below: not a number (true and false are not seconds either)
+    if raw_timeout is None:
+        timeout_s = DEFAULT_TIMEOUT
+    elif not isinstance(raw_timeout, bool):
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            timeout_s = float(raw_timeout)
     if not (timeout_s > 0 and math.isfinite(timeout_s)) or timeout_s > MAX_TIMEOUT_SECONDS:
         raise WdataConfigError(
-            f"Connection {conn_id!r}: timeout {raw_timeout!r} is not a number of seconds above 0 and at most "
-            f"{MAX_TIMEOUT_SECONDS} (the service ends a request after about 29 s)."
+            f"Connection {conn_id!r}: timeout {reprlib.repr(raw_timeout)} is not a number of seconds above 0 and "
+            f"at most {MAX_TIMEOUT_SECONDS} (the service ends a request after about 29 s)."
         )
 
     verify_raw = _extra(extras, "verify")

@@ -177,18 +177,43 @@ TOKEN_HEADERS = {"Accept": "application/json", "User-Agent": USER_AGENT}
 # --------------------------------------------------------------------------------------------- responses
 
 
+def _forms(secret: str) -> set[str]:
+    """The ways a secret can be written in an answer: as is, URL-encoded, or escaped inside a JSON string."""
+    escaped = json.dumps(secret)[1:-1]
+    return {secret, quote_plus(secret), quote(secret, safe=""), escaped, escaped.replace("/", "\\/")}
+
+
 def _scrub(text: str, hide: Iterable[str] = ()) -> str:
-    """``text`` with any bearer credential and each of ``hide`` (as is or URL-encoded) blanked out."""
+    """``text`` with any bearer credential and each of ``hide`` (in any of its :func:`_forms`) blanked out."""
     text = _BEARER.sub(r"\1***", text)
     for secret in hide:
-        for form in {secret, quote_plus(secret), quote(secret, safe="")} if secret else ():
+        for form in _forms(secret) if secret else ():
             text = text.replace(form, "***")
     return text
 
 
+def _scrub_value(value: Any, hide: Iterable[str]) -> Any:
+    """A decoded JSON value with every string in it scrubbed."""
+    if isinstance(value, str):
+        return _scrub(value, hide)
+    if isinstance(value, Mapping):
+        return {str(k): _scrub_value(v, hide) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_value(v, hide) for v in value]
+    return value
+
+
 def excerpt(body: bytes, hide: Iterable[str] = ()) -> str:
     """A short, single-line quote of a body for an error message, with any secret blanked out."""
-    text = _scrub(" ".join(body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").split()), hide)
+    hide = [secret for secret in hide if secret]
+    # A secret cut where the quote ends would be matched by none of its forms: read past the end by the longest
+    # form, blank, then drop that overhang again.
+    overhang = max((len(form) for secret in hide for form in _forms(secret)), default=0)
+    shown = EXCERPT_CHARS * 4
+    text = _scrub(body[: shown + overhang].decode("utf-8", errors="replace"), hide)
+    if len(body) > shown and overhang:
+        text = text[:-overhang]
+    text = " ".join(text.split())
     return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "") if text else "(empty body)"
 
 
@@ -238,11 +263,7 @@ def _error_messages(payload: Any, hide: Iterable[str] = ()) -> tuple[list[str], 
     body = payload.get("body")
     messages = [str(m) for m in body] if isinstance(body, list) else [str(body)] if body else []
     listed = payload.get("details")
-    details = [
-        {str(k): _scrub(v, hide) if isinstance(v, str) else v for k, v in d.items()}
-        for d in (listed if isinstance(listed, list) else ())
-        if isinstance(d, Mapping)
-    ]
+    details = [_scrub_value(d, hide) for d in (listed if isinstance(listed, list) else ()) if isinstance(d, Mapping)]
     code = payload.get("code") if isinstance(payload.get("code"), int) else None
     return [_scrub(m, hide) for m in messages], details, code
 
@@ -258,7 +279,7 @@ def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None, hide: 
         said += f"; {detail.get('message') or detail.get('code')}{target}"
     hint = _HINTS.get(raw.status, "The service failed; it may recover." if raw.status >= 500 else "")
     if 300 <= raw.status < 400:
-        said = f"redirected to {raw.headers.get('Location') or 'an unnamed location'}"
+        said = f"redirected to {_scrub(raw.headers.get('Location') or 'an unnamed location', hide)}"
         hint = "Redirects are not followed (they could carry the token elsewhere); set host to the final URL."
     retry_after = retry_after_seconds(raw.headers.get("Retry-After"))
     retryable = _not_accepted(raw.status, retry_after) if request.starts_refresh else raw.status in RETRYABLE_STATUSES
@@ -345,10 +366,14 @@ def read_object(request: ApiRequest, raw: RawResponse, body: Any) -> Mapping[str
     raise refine_error(request, malformed)
 
 
-def read_response(request: ApiRequest, raw: RawResponse, config: WdataConfig, max_bytes: int) -> Envelope:
-    """Read an API answer once the hook has tried a fresh token: a 401 now means the grant itself is refused."""
+def read_response(
+    request: ApiRequest, raw: RawResponse, config: WdataConfig, max_bytes: int, token: str = ""
+) -> Envelope:
+    """Read an API answer once the hook has tried a fresh token: a 401 now means the grant itself is refused.
+    An error quotes neither the client secret nor ``token``, the access token the request carried."""
+    hide = (config.client_secret, token)
     if raw.status == 401:
-        error = api_error(request, raw, hide=(config.client_secret,))
+        error = api_error(request, raw, hide=hide)
         raise WdataAuthError(
             f"Connection {config.conn_id!r}: the API refused a freshly issued token for "
             f"{request} ({'; '.join(error.messages) or 'HTTP 401'}). Check that the API grant "
@@ -357,7 +382,7 @@ def read_response(request: ApiRequest, raw: RawResponse, config: WdataConfig, ma
             method=request.method,
             path=request.path,
         )
-    return read_envelope(request, raw, max_bytes, (config.client_secret,))
+    return read_envelope(request, raw, max_bytes, hide)
 
 
 def read_token(config: WdataConfig, raw: RawResponse) -> tuple[str, float]:

@@ -80,6 +80,8 @@ def test_secret_is_not_in_the_repr():
         ({}, {"timeout": "soon"}, "timeout 'soon' is not a number of seconds above 0 and at most 3600"),
         ({}, {"timeout": 0}, "is not a number of seconds above 0"),
         ({}, {"timeout": "nan"}, "timeout 'nan' is not a number"),
+        ({}, {"timeout": True}, "timeout True is not a number"),
+        ({}, {"timeout": 10**400}, "is not a number of seconds above 0 and at most 3600"),
         ({}, {"timeout": "inf"}, "timeout 'inf' is not a number"),
         ({}, {"timeout": "1e12"}, "timeout '1e12' is not a number of seconds above 0 and at most 3600"),
         ({}, ["region", "eu"], "its extra is a JSON list, not an object"),

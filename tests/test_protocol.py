@@ -508,6 +508,42 @@ def test_a_credential_echoed_in_an_api_error_is_blanked(answer):
     assert "***" in str(error)
 
 
+TOKEN = "tok.en123/x"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        raw(400, {"body": "bad", "details": [{"message": "no", "target": {"header": f"Bearer {TOKEN}"}}]}),
+        raw(400, {"body": "bad", "details": [{"code": ["ok", f"client {SECRET}"]}]}),
+        raw(403, {"body": f"token {TOKEN} may not read this"}),
+        raw(502, b"<html>" + b" " * 788 + SECRET.encode() + b"</html>"),
+        raw(502, b"<html>" + b" " * 788 + TOKEN.encode() + b"</html>"),
+        raw(500, b'{"echo": "' + json.dumps(SECRET)[1:-1].replace("/", "\\/").encode() + b'" truncated'),
+        raw(302, headers={"Location": f"https://elsewhere.example/?access_token={TOKEN}"}),
+    ],
+    ids=["nested detail", "detail list", "bare token", "secret cut", "token cut", "json-escaped", "redirect"],
+)
+def test_no_part_of_a_credential_is_quoted_from_any_error_answer(answer):
+    with pytest.raises(WdataApiError) as info:
+        protocol.read_response(GET, answer, CONFIG, 10_000, TOKEN)
+    error = info.value
+    quoted = " ".join([str(error), *error.messages, *(str(d) for d in error.details)])
+    for credential in (SECRET, TOKEN):
+        for part in (credential[:4], credential[-4:]):
+            assert part not in quoted, (part, quoted)
+
+
+def test_a_credential_cut_where_the_quote_ends_shows_no_part_of_it():
+    # Whitespace is folded after the cut, so a credential lying far into a padded body can come into view.
+    for padding in range(780, 840):
+        for credential in (SECRET, TOKEN):
+            body = b"<html>" + b" " * padding + credential.encode() + b" and more</html>"
+            with pytest.raises(WdataApiError) as info:
+                protocol.read_response(GET, raw(502, body), CONFIG, 10_000, TOKEN)
+            assert credential[:3] not in str(info.value), (padding, str(info.value))
+
+
 @pytest.mark.parametrize("details", [5, "oops", {"message": "x"}, [1, None, {"message": "kept"}]])
 def test_error_details_of_any_shape_give_the_api_error(details):
     with pytest.raises(WdataApiError, match="Bad connection") as info:

@@ -205,22 +205,24 @@ class WdataHook(BaseHook):
         self.log.debug("Fetching a Wdata access token for connection %r", config.conn_id)
         return protocol.read_token(config, _response(self._transport.post_token(config)))
 
-    def _answer(self, request: ApiRequest, raw: RawResponse, config: WdataConfig, parse: Parse | None) -> Any:
+    def _answer(
+        self, request: ApiRequest, raw: RawResponse, config: WdataConfig, parse: Parse | None, token: str
+    ) -> Any:
         """The envelope, or ``parse`` of its body. A status read answered with the very bytes of the last one (same
         request, parser, HTTP status; the hook holds the bytes' BLAKE2 digest) is the model read then, not rebuilt."""
         if parse is None:
-            return protocol.read_response(request, raw, config, self.max_response_bytes)
+            return protocol.read_response(request, raw, config, self.max_response_bytes, token)
         if not request.polled:
-            return parse(self._object(request, raw, config))
+            return parse(self._object(request, raw, config, token))
         answer = (request, parse, raw.status, hashlib.blake2b(raw.body, digest_size=16).digest())
         if self._held is not None and self._held[:4] == answer:
             return self._held[4]
-        value = parse(self._object(request, raw, config))
+        value = parse(self._object(request, raw, config, token))
         self._held = (*answer, value)
         return value
 
-    def _object(self, request: ApiRequest, raw: RawResponse, config: WdataConfig) -> Any:
-        envelope = protocol.read_response(request, raw, config, self.max_response_bytes)
+    def _object(self, request: ApiRequest, raw: RawResponse, config: WdataConfig, token: str) -> Any:
+        envelope = protocol.read_response(request, raw, config, self.max_response_bytes, token)
         return protocol.read_object(request, raw, envelope.body)
 
     def _try_once(self, request: ApiRequest, config: WdataConfig, parse: Parse | None = None) -> Any:
@@ -229,8 +231,9 @@ class WdataHook(BaseHook):
         raw = _response(self._transport.send(request, config, token), request)
         if raw.status == 401:
             TOKENS.invalidate(config.token_key, token)
-            raw = _response(self._transport.send(request, config, self._token(config)), request)
-        return self._answer(request, raw, config, parse)
+            token = self._token(config)
+            raw = _response(self._transport.send(request, config, token), request)
+        return self._answer(request, raw, config, parse, token.value)
 
     def _request(self, request: ApiRequest, config: WdataConfig, parse: Parse | None = None) -> Any:
         """:meth:`_try_once` under the retry policy.
@@ -285,11 +288,12 @@ class WdataHook(BaseHook):
         raw = _response(await self._atransport.send(request, config, token), request)
         if raw.status == 401:
             TOKENS.invalidate(config.token_key, token)
-            raw = _response(await self._atransport.send(request, config, await self._atoken(config)), request)
+            token = await self._atoken(config)
+            raw = _response(await self._atransport.send(request, config, token), request)
         if raw.status == 429:
             pause = protocol.retry_after_seconds(raw.headers.get("Retry-After"))
             gate.throttled(key, min(pause, self.retry_after_max) if pause else None, sent_at)
-        return self._answer(request, raw, config, parse)
+        return self._answer(request, raw, config, parse, token.value)
 
     async def _arequest(self, request: ApiRequest, config: WdataConfig) -> Envelope:
         """Async :meth:`_request`, for the envelope."""
