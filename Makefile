@@ -94,9 +94,9 @@ bench: env
 # time and runs MUTATE_TESTS (fast, no Airflow run) against each mutant; a surviving mutant is a change no test
 # noticed. It runs in a copy of the tree (build/mutate, with its own setup.cfg holding mutmut's settings), so
 # the work tree and pyproject.toml stay untouched. Afterwards: `cd build/mutate && ../../$(BIN)/mutmut show NAME`.
-MUTATE_MODULES ?= decision.py protocol.py tokens.py config.py
-MUTATE_TESTS ?= tests/test_protocol.py tests/test_tokens.py tests/test_decision.py tests/test_config.py \
-	tests/test_models.py
+MUTATE_MODULES ?= decision.py protocol.py redaction.py tokens.py config.py
+MUTATE_TESTS ?= tests/test_protocol.py tests/test_redaction.py tests/test_tokens.py tests/test_decision.py \
+	tests/test_config.py tests/test_models.py
 MUTATE_DIR := build/mutate
 MUTMUT_VERSION ?= 3.8.1
 

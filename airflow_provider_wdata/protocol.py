@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
-from urllib.parse import quote, quote_plus
 
 import pendulum
 
@@ -30,6 +29,7 @@ from airflow_provider_wdata.exceptions import (
     WdataTransportError,
 )
 from airflow_provider_wdata.models import WdataConnection
+from airflow_provider_wdata.redaction import excerpt, scrub, scrub_value
 from airflow_provider_wdata.request_fields import (
     path_param,
     validate_batch_connections,
@@ -40,12 +40,8 @@ from airflow_provider_wdata.request_fields import (
 USER_AGENT = f"airflow-provider-wdata/{__version__} apache-airflow/{AIRFLOW_VERSION} python/{platform.python_version()}"
 #: Lifetime assumed for a token whose answer gives no usable ``expires_in`` (seconds).
 DEFAULT_TOKEN_LIFETIME = 300.0
-#: Characters of an unreadable body quoted in an error message.
-EXCERPT_CHARS = 200
 #: What an access token may hold: the visible ASCII an Authorization header carries.
 _TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
-#: A bearer credential quoted back in an answer (a gateway echoing the request): blanked in every quote.
-_BEARER = re.compile(r"(?i)(bearer\s+)[\x21-\x7e]+")
 
 #: Statuses worth trying again for a read: the service or the network may recover.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -177,46 +173,6 @@ TOKEN_HEADERS = {"Accept": "application/json", "User-Agent": USER_AGENT}
 # --------------------------------------------------------------------------------------------- responses
 
 
-def _forms(secret: str) -> set[str]:
-    """The ways a secret can be written in an answer: as is, URL-encoded, or escaped inside a JSON string."""
-    escaped = json.dumps(secret)[1:-1]
-    return {secret, quote_plus(secret), quote(secret, safe=""), escaped, escaped.replace("/", "\\/")}
-
-
-def _scrub(text: str, hide: Iterable[str] = ()) -> str:
-    """``text`` with any bearer credential and each of ``hide`` (in any of its :func:`_forms`) blanked out."""
-    text = _BEARER.sub(r"\1***", text)
-    for secret in hide:
-        for form in _forms(secret) if secret else ():
-            text = text.replace(form, "***")
-    return text
-
-
-def _scrub_value(value: Any, hide: Iterable[str]) -> Any:
-    """A decoded JSON value with every string in it scrubbed."""
-    if isinstance(value, str):
-        return _scrub(value, hide)
-    if isinstance(value, Mapping):
-        return {str(k): _scrub_value(v, hide) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub_value(v, hide) for v in value]
-    return value
-
-
-def excerpt(body: bytes, hide: Iterable[str] = ()) -> str:
-    """A short, single-line quote of a body for an error message, with any secret blanked out."""
-    hide = [secret for secret in hide if secret]
-    # A secret cut where the quote ends would be matched by none of its forms: read past the end by the longest
-    # form, blank, then drop that overhang again.
-    overhang = max((len(form) for secret in hide for form in _forms(secret)), default=0)
-    shown = EXCERPT_CHARS * 4
-    text = _scrub(body[: shown + overhang].decode("utf-8", errors="replace"), hide)
-    if len(body) > shown and overhang:
-        text = text[:-overhang]
-    text = " ".join(text.split())
-    return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "") if text else "(empty body)"
-
-
 def retry_after_seconds(value: str | None, now: pendulum.DateTime | None = None) -> float | None:
     """Read ``Retry-After``: a number of seconds or an HTTP date. None when absent or unreadable."""
     if not value:
@@ -263,9 +219,9 @@ def _error_messages(payload: Any, hide: Iterable[str] = ()) -> tuple[list[str], 
     body = payload.get("body")
     messages = [str(m) for m in body] if isinstance(body, list) else [str(body)] if body else []
     listed = payload.get("details")
-    details = [_scrub_value(d, hide) for d in (listed if isinstance(listed, list) else ()) if isinstance(d, Mapping)]
+    details = [scrub_value(d, hide) for d in (listed if isinstance(listed, list) else ()) if isinstance(d, Mapping)]
     code = payload.get("code") if isinstance(payload.get("code"), int) else None
-    return [_scrub(m, hide) for m in messages], details, code
+    return [scrub(m, hide) for m in messages], details, code
 
 
 def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None, hide: Iterable[str] = ()) -> WdataApiError:
@@ -279,7 +235,7 @@ def api_error(request: ApiRequest, raw: RawResponse, payload: Any = None, hide: 
         said += f"; {detail.get('message') or detail.get('code')}{target}"
     hint = _HINTS.get(raw.status, "The service failed; it may recover." if raw.status >= 500 else "")
     if 300 <= raw.status < 400:
-        said = f"redirected to {_scrub(raw.headers.get('Location') or 'an unnamed location', hide)}"
+        said = f"redirected to {scrub(raw.headers.get('Location') or 'an unnamed location', hide)}"
         hint = "Redirects are not followed (they could carry the token elsewhere); set host to the final URL."
     retry_after = retry_after_seconds(raw.headers.get("Retry-After"))
     retryable = _not_accepted(raw.status, retry_after) if request.starts_refresh else raw.status in RETRYABLE_STATUSES
@@ -390,8 +346,8 @@ def read_token(config: WdataConfig, raw: RawResponse) -> tuple[str, float]:
     payload = _decode_json(raw.body)
     where = f"token endpoint {config.token_url}"
     if raw.status in (400, 401) and isinstance(payload, Mapping) and payload.get("error"):
-        error = _scrub(str(payload["error"]), (config.client_secret,))
-        description = _scrub(str(payload.get("error_description") or ""), (config.client_secret,))
+        error = scrub(str(payload["error"]), (config.client_secret,))
+        description = scrub(str(payload.get("error_description") or ""), (config.client_secret,))
         raise WdataAuthError(
             f"Connection {config.conn_id!r}: the {where} refused the client credentials "
             f"({error}{': ' + description if description else ''}). "

@@ -603,23 +603,3 @@ def test_a_401_after_a_fresh_token_is_an_auth_error_naming_the_grant():
     with pytest.raises(WdataAuthError, match=r"\(HTTP 401\)"):
         protocol.read_response(GET, raw(401), CONFIG, 100)
     assert protocol.read_response(GET, raw(200, {"body": 1}), CONFIG, 100).body == 1
-
-
-# ------------------------------------------------------------------------------------------ excerpt
-
-
-def test_excerpt_hides_plain_quote_plus_and_quote_forms():
-    secret = "a b+c/d"
-    body = b"plain=a b+c/d plus=a+b%2Bc%2Fd quoted=a%20b%2Bc%2Fd"
-    assert protocol.excerpt(body, hide=(secret,)) == "plain=*** plus=*** quoted=***"
-
-
-def test_excerpt_is_short_single_line_and_says_when_empty():
-    assert protocol.excerpt(b"") == "(empty body)"
-    assert protocol.excerpt(b" \n\t ") == "(empty body)"
-    assert protocol.excerpt(b"a\n\nb   c") == "a b c"
-    long = protocol.excerpt(b"x" * 5000)
-    assert long == "x" * protocol.EXCERPT_CHARS + "..."
-    assert protocol.excerpt(b"y" * protocol.EXCERPT_CHARS) == "y" * protocol.EXCERPT_CHARS
-    assert protocol.excerpt(b"\xff ok") == "\ufffd ok"
-    assert protocol.excerpt(b"abc", hide=("",)) == "abc", "an empty secret hides nothing"

@@ -1,0 +1,22 @@
+"""What an error may quote of an answer (``redaction``)."""
+
+from __future__ import annotations
+
+from airflow_provider_wdata import redaction
+
+
+def test_excerpt_hides_plain_quote_plus_and_quote_forms():
+    secret = "a b+c/d"
+    body = b"plain=a b+c/d plus=a+b%2Bc%2Fd quoted=a%20b%2Bc%2Fd"
+    assert redaction.excerpt(body, hide=(secret,)) == "plain=*** plus=*** quoted=***"
+
+
+def test_excerpt_is_short_single_line_and_says_when_empty():
+    assert redaction.excerpt(b"") == "(empty body)"
+    assert redaction.excerpt(b" \n\t ") == "(empty body)"
+    assert redaction.excerpt(b"a\n\nb   c") == "a b c"
+    long = redaction.excerpt(b"x" * 5000)
+    assert long == "x" * redaction.EXCERPT_CHARS + "..."
+    assert redaction.excerpt(b"y" * redaction.EXCERPT_CHARS) == "y" * redaction.EXCERPT_CHARS
+    assert redaction.excerpt(b"\xff ok") == "\ufffd ok"
+    assert redaction.excerpt(b"abc", hide=("",)) == "abc", "an empty secret hides nothing"
