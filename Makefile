@@ -18,10 +18,11 @@ COMPAT_PYTEST := -m "not e2e and not browser" -p no:cacheprovider
 # Caps a release needs and does not declare (no constraints file is used, so pip takes the newest of each);
 # without them dag.test() fails in the in-process execution API: on 3.0 with a 422 on every task (FastAPI
 # 0.118+), on 3.2 with a pydantic schema error (FastAPI 0.137+) and "State has no svcs_registry" (svcs 26).
-# 2.11 sets an attribute on cryptography's MultiFernet, which cryptography 51 no longer allows: with a Fernet
-# key set, every connection read from a secrets backend fails ("has no attribute 'is_encrypted'").
+# 2.11, 3.0 and 3.1 set an attribute on cryptography's MultiFernet, which cryptography 51 no longer allows: with
+# a Fernet key set, every connection read from a secrets backend fails ("has no attribute 'is_encrypted'").
 CAPS_2.11 := "cryptography<51"
-CAPS_3.0 := "fastapi<0.118"
+CAPS_3.0 := "fastapi<0.118" "cryptography<51"
+CAPS_3.1 := "cryptography<51"
 CAPS_3.2 := "fastapi<0.137" "svcs<26"
 
 # pythonX.Y from PATH if it runs, else pyenv's (pyenv's shims run only the versions `pyenv global` selects).

@@ -13,7 +13,7 @@ import pytest
 from airflow.exceptions import TaskDeferred
 
 from airflow_provider_wdata import durable
-from airflow_provider_wdata._compat import AirflowFailException
+from airflow_provider_wdata._compat import AIRFLOW_V_3_3_PLUS, AirflowFailException
 from airflow_provider_wdata.exceptions import (
     WdataError,
     WdataNothingToRerunError,
@@ -48,13 +48,13 @@ class FakeStore:
 
 
 def execution_api_failure() -> Exception:
-    """What Airflow 3.3's task state store raises when its execution API call fails (before 3.0, where Airflow has
-    no such error, a broken channel to the supervisor)."""
-    try:
-        from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
-        from airflow.sdk.execution_time.comms import ErrorResponse
-    except ImportError:
+    """What Airflow 3.3's task state store raises when its execution API call fails; before 3.3, which has no task
+    state store (the tests hand the operators one), a broken channel to the supervisor."""
+    if not AIRFLOW_V_3_3_PLUS:
         return ConnectionResetError("the supervisor closed the channel")
+    from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse
+
     return AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail={"status_code": 503}))
 
 
@@ -195,7 +195,7 @@ def test_after_a_rerun_each_connection_names_the_batch_it_ran_in(wdata_conn):
         pytest.skip("asset event accessors of Airflow 3")
     from airflow.sdk.execution_time.context import OutletEventAccessors
 
-    from airflow_provider_wdata.assets import connection_asset
+    from airflow_provider_wdata.assets import connection_asset, default_outlets
     from airflow_provider_wdata.openlineage import RUN_FACET_KEY
 
     wdata_conn.script_connection("conn-2", outcomes=["error", "complete"], error="Sheet locked")
@@ -205,7 +205,8 @@ def test_after_a_rerun_each_connection_names_the_batch_it_ran_in(wdata_conn):
     [first] = list(wdata_conn.batches)
     context = task.context()
     context["outlet_events"] = events = OutletEventAccessors()
-    operator = batch_op(["conn-1", "conn-2"])
+    # Declared here: Airflow 3.0 gets no default outlets (see _compat.DEFAULT_OUTLETS).
+    operator = batch_op(["conn-1", "conn-2"], outlets=default_outlets(["conn-1", "conn-2"]))
     result = operator.execute(context)
     second = result["batch_refresh_id"]
     assert second != first
