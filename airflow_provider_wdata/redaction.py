@@ -49,10 +49,10 @@ def excerpt(body: bytes, hide: Iterable[str] = ()) -> str:
     hide = [secret for secret in hide if secret]
     # A secret cut where the quote ends would be matched by none of its forms: read past the end by the longest
     # form, blank, then drop that overhang again.
-    overhang = max((len(form) for secret in hide for form in _forms(secret)), default=0)
+    overhang = max((len(form.encode()) for secret in hide for form in _forms(secret)), default=0)
     shown = EXCERPT_CHARS * 4
     text = scrub(body[: shown + overhang].decode("utf-8", errors="replace"), hide)
-    if len(body) > shown and overhang:
+    if overhang and len(body) > shown + overhang:
         text = text[:-overhang]
     text = " ".join(text.split())
     return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "") if text else "(empty body)"
