@@ -20,3 +20,11 @@ def test_excerpt_is_short_single_line_and_says_when_empty():
     assert redaction.excerpt(b"y" * redaction.EXCERPT_CHARS) == "y" * redaction.EXCERPT_CHARS
     assert redaction.excerpt(b"\xff ok") == "\ufffd ok"
     assert redaction.excerpt(b"abc", hide=("",)) == "abc", "an empty secret hides nothing"
+
+
+def test_a_secret_cut_where_the_quote_ends_shows_no_part_of_it_even_when_not_ascii():
+    secret = "sécrét/ü"
+    for padding in range(770, 820):
+        quoted = redaction.excerpt(b" " * padding + secret.encode() + b" tail", hide=(secret,))
+        assert not any(part in quoted for part in ("sé", "rét", "ü")), (padding, quoted)
+    assert redaction.excerpt(b" " * 805 + b"END", hide=(secret,)) == "END", "a body read whole keeps its end"
